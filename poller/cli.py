@@ -1,0 +1,201 @@
+"""``poller``: the command line.  Argument parsing only; the work is in ``commands``/``daemon``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+
+from poller import __version__, commands
+from poller.config import ConfigError, Settings, load_settings
+from poller.daemon import open_store, run_daemon
+from poller.store import Store
+from poller.telemetry import configure_logging
+
+EXIT_USAGE = 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(config_file=getattr(args, "config", None))
+
+
+def _with_store(args: argparse.Namespace, body: Callable[[Store, Settings], Awaitable[int]]) -> int:
+    settings = _settings(args)
+    configure_logging(settings)
+
+    async def main() -> int:
+        store = open_store(settings)
+        try:
+            return await body(store, settings)
+        finally:
+            await store.redis.aclose()
+
+    return anyio.run(main)
+
+
+def _project(args: argparse.Namespace, settings: Settings) -> str:
+    project = args.project_id or settings.project_id
+    if not project:
+        raise commands.CommandError("no project: pass --project-id or set POLLER_PROJECT_ID")
+    commands.admission_for(args.job_id, project)  # validates both IDs
+    return str(project)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.require_polling()
+    configure_logging(settings)
+    return anyio.run(run_daemon, settings)
+
+
+def _parse_meta(pairs: Sequence[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise commands.CommandError(f"--meta {pair!r}: expected key=value")
+        meta[key] = value
+    return meta
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    messages = commands.build_messages(
+        args.job_ids,
+        project_id=args.project_id or "",
+        default_project=settings.project_id,
+        instance_id=args.instance_id or "",
+        meta=_parse_meta(args.meta),
+        force=args.force,
+    )
+    return _with_store(args, lambda store, _: commands.enqueue(store, messages))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _with_store(
+        args,
+        lambda store, s: commands.status(store, _project(args, s), args.job_id, as_json=args.json),
+    )
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _with_store(
+        args, lambda store, s: commands.cancel(store, _project(args, s), args.job_id, who=args.who)
+    )
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        commands.admission_for(args.job, "p")
+    return _with_store(
+        args,
+        lambda store, _: commands.events(
+            store, job_id=args.job, follow=args.follow, as_json=args.json, count=args.count
+        ),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``poller`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="poller",
+        description="Watch Huawei Cloud ServiceStage jobs and publish every task and job "
+        "state change to Redis streams, exactly once.  Configuration comes from POLLER_* "
+        "environment variables and an optional TOML file (environment wins).",
+    )
+    parser.add_argument("--version", action="version", version=f"poller {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", help="TOML settings file (default: $POLLER_CONFIG)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "run", parents=[common], help="run the daemon",
+        description="Run a replica: take job IDs from {prefix}:jobs, poll each job until it is "
+        "terminal, publish events to {prefix}:events and {prefix}:events:{job_id}.  Any number "
+        "of replicas may share one Redis.  SIGTERM/SIGINT drains in-flight polls within "
+        "POLLER_SHUTDOWN_GRACE seconds, hands the rest back, and exits 0.",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "enqueue", parents=[common], help="queue jobs for tracking",
+        description="Push job IDs onto the intake queue exactly as a deployment system would "
+        "(LPUSH {prefix}:jobs).  IDs are validated first; a job already tracked is left alone.",
+    )  # fmt: skip
+    p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    p.add_argument("--project-id", help="project of the jobs (default: POLLER_PROJECT_ID)")
+    p.add_argument("--instance-id", help="optional instance_id query parameter for the API")
+    p.add_argument(
+        "--meta", action="append", default=[], metavar="KEY=VALUE",
+        help="copied into every event of the job as the JSON object 'meta' (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true",
+        help="track again even if the job finished less than the retention period ago",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_enqueue)
+
+    p = sub.add_parser(
+        "status", parents=[common], help="show a job's tracking state",
+        description="Show what the poller knows of a job: last snapshot (job and task "
+        "statuses), number of events, next poll, lease holder, last error.",
+    )  # fmt: skip
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "events", parents=[common], help="print events",
+        description="Print events from {prefix}:events (or one job's stream with --job), "
+        "oldest first.  With --follow, keep printing new events as they are published.",
+    )  # fmt: skip
+    p.add_argument("--job", metavar="JOB_ID", help="only this job's events")
+    p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--count", type=int, help="stop after this many events")
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser(
+        "cancel", parents=[common], help="stop tracking a job",
+        description="Stop tracking a job now.  Publishes job.abandoned with reason "
+        "cancelled_by_operator as the job's last event; a replica polling it at that moment "
+        "publishes nothing more.  The job itself is not touched on ServiceStage.",
+    )  # fmt: skip
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
+    p.add_argument("--who", default="operator", help="recorded in the event's detail")
+    p.set_defaults(func=cmd_cancel)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: Any) -> None:
+    from poller.sim.cli import register as register_sim
+
+    register_sim(sub)
+    from poller.demo import register as register_demo
+
+    register_demo(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``poller`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"poller: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except commands.CommandError as exc:
+        print(f"poller: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,327 @@
+"""Settings: typed, validated once at start-up, from a TOML file and ``POLLER_*`` variables.
+
+Environment wins over the file.  Every bad value raises :class:`ConfigError` whose message is
+one line naming the variable, so ``poller`` can print it and exit 2 before doing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from poller.ids import is_valid_id
+
+ENV_PREFIX: Final = "POLLER_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message is one line naming it."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``/logs; call :meth:`reveal` to use it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the daemon and the CLI.  Durations are seconds (floats)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "poller"
+    api_endpoint: str = ""
+    region: str = ""
+    project_id: str = ""
+    # authentication: exactly one method (token, token file, AK/SK or IAM) when polling
+    auth_token: Secret | None = None
+    auth_token_file: str = ""
+    access_key: Secret | None = None
+    secret_key: Secret | None = None
+    iam_endpoint: str = ""
+    iam_user: str = ""
+    iam_password: Secret | None = None
+    iam_domain: str = ""
+    ca_bundle: str = ""
+    # polling policy
+    poll_interval: float = 2.0
+    poll_interval_max: float = 30.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    job_timeout: float = 6 * 3600.0
+    not_found_grace: float = 60.0
+    request_timeout: float = 10.0
+    page_size: int = 100
+    # capacity
+    concurrency: int = 64
+    rate_limit: float = 0.0
+    lease_seconds: float = 30.0
+    claim_batch: int = 100
+    # retention of events and finished jobs
+    retention: float = 24 * 3600.0
+    events_maxlen: int = 1_000_000
+    # process
+    shutdown_grace: float = 10.0
+    http_port: int = 9464
+    http_host: str = "0.0.0.0"  # noqa: S104 - a container's probes and scrapes come from outside
+    log_format: str = "auto"
+    log_level: str = "info"
+    replica_id: str = field(default="")
+
+    @property
+    def base_url(self) -> str:
+        """The API root: ``api_endpoint`` or the regional endpoint for ``region``."""
+        if self.api_endpoint:
+            return self.api_endpoint.rstrip("/")
+        if self.region:
+            return f"https://servicestage.{self.region}.myhuaweicloud.com"
+        return ""
+
+    def auth_methods(self) -> list[str]:
+        """Names of the authentication methods configured (for the exactly-one check)."""
+        methods = []
+        if self.auth_token is not None:
+            methods.append("POLLER_AUTH_TOKEN")
+        if self.auth_token_file:
+            methods.append("POLLER_AUTH_TOKEN_FILE")
+        if self.access_key is not None or self.secret_key is not None:
+            methods.append("POLLER_ACCESS_KEY/POLLER_SECRET_KEY")
+        if self.iam_user or self.iam_password is not None:
+            methods.append("POLLER_IAM_USER/POLLER_IAM_PASSWORD")
+        return methods
+
+    def require_polling(self) -> None:
+        """Raise :class:`ConfigError` unless the settings suffice to poll the API."""
+        if not self.base_url:
+            raise ConfigError("POLLER_API_ENDPOINT: not set (nor POLLER_REGION to derive it)")
+        if not self.project_id:
+            raise ConfigError("POLLER_PROJECT_ID: not set; it is the default project of jobs")
+        methods = self.auth_methods()
+        if not methods:
+            raise ConfigError(
+                "POLLER_AUTH_TOKEN: no authentication configured; set one of POLLER_AUTH_TOKEN, "
+                "POLLER_AUTH_TOKEN_FILE, POLLER_ACCESS_KEY+POLLER_SECRET_KEY or "
+                "POLLER_IAM_USER+POLLER_IAM_PASSWORD"
+            )
+        if len(methods) > 1:
+            raise ConfigError(
+                f"{methods[0]}: more than one authentication method configured "
+                f"({', '.join(methods)}); set exactly one"
+            )
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ConfigError(
+                "POLLER_SECRET_KEY: POLLER_ACCESS_KEY and POLLER_SECRET_KEY go together"
+            )
+        if self.iam_user or self.iam_password is not None:
+            for name, value in (
+                ("POLLER_IAM_ENDPOINT", self.iam_endpoint),
+                ("POLLER_IAM_USER", self.iam_user),
+                ("POLLER_IAM_DOMAIN", self.iam_domain),
+            ):
+                if not value:
+                    raise ConfigError(f"{name}: required with IAM password authentication")
+            if self.iam_password is None:
+                raise ConfigError("POLLER_IAM_PASSWORD: required with IAM password authentication")
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _as_str(name: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name}: expected a string, got {type(raw).__name__}")
+    return raw.strip()
+
+
+def _as_float(name: str, raw: Any) -> float:
+    try:
+        value = float(raw) if not isinstance(raw, bool) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: expected a non-negative number of seconds, got {raw!r}")
+    return value
+
+
+def _as_int(name: str, raw: Any) -> int:
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    return value
+
+
+def _as_secret(name: str, raw: Any) -> Secret:
+    value = _as_str(name, raw)
+    if not value:
+        raise ConfigError(f"{name}: is empty")
+    return Secret(value)
+
+
+_FLOATS = {
+    "poll_interval", "poll_interval_max", "backoff_initial", "backoff_max", "job_timeout",
+    "not_found_grace", "request_timeout", "rate_limit", "lease_seconds", "retention",
+    "shutdown_grace",
+}  # fmt: skip
+_INTS = {"page_size", "concurrency", "claim_batch", "events_maxlen", "http_port"}
+_SECRETS = {"auth_token", "access_key", "secret_key", "iam_password"}
+# secrets that may also come from a file: POLLER_SECRET_KEY_FILE etc.
+_SECRET_FILES = {"access_key", "secret_key", "iam_password"}
+_FIELDS = {f.name for f in dataclasses.fields(Settings)}
+
+
+def _read_secret_file(name: str, path: str) -> Secret:
+    try:
+        return _as_secret(name, Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
+
+
+def _convert(key: str, name: str, raw: Any) -> Any:
+    if key in _FLOATS:
+        return _as_float(name, raw)
+    if key in _INTS:
+        return _as_int(name, raw)
+    if key in _SECRETS:
+        return _as_secret(name, raw)
+    return _as_str(name, raw)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, config_file: str | os.PathLike[str] | None = None
+) -> Settings:
+    """Build :class:`Settings` from ``config_file`` (or ``POLLER_CONFIG``) then ``env``.
+
+    Raises :class:`ConfigError` (one line, naming the setting) on any bad value.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or env.get("POLLER_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                document = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"POLLER_CONFIG: cannot read {str(path)!r}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"POLLER_CONFIG: {str(path)!r} is not valid TOML: {exc}") from None
+        for key, raw in document.items():
+            if key not in _FIELDS and not (key.endswith("_file") and key[:-5] in _SECRET_FILES):
+                raise ConfigError(f"{key}: unknown setting in {str(path)!r}")
+            if key.endswith("_file") and key[:-5] in _SECRET_FILES:
+                values[key[:-5]] = _read_secret_file(key, _as_str(key, raw))
+            else:
+                values[key] = _convert(key, key, raw)
+    for key in sorted(_FIELDS):
+        name = ENV_PREFIX + key.upper()
+        if key in _SECRET_FILES and (name + "_FILE") in env:
+            values[key] = _read_secret_file(name + "_FILE", env[name + "_FILE"])
+        if name in env:
+            values[key] = _convert(key, name, env[name])
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _validate(s: Settings) -> None:
+    parts = urlsplit(s.redis_url)
+    _check(
+        parts.scheme in ("redis", "rediss", "unix") and bool(parts.netloc or parts.path),
+        "POLLER_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…",
+    )
+    _check(
+        bool(s.key_prefix) and all(c.isprintable() and not c.isspace() for c in s.key_prefix),
+        f"POLLER_KEY_PREFIX: must be non-empty without spaces, got {s.key_prefix!r}",
+    )
+    for name, url in (
+        ("POLLER_API_ENDPOINT", s.api_endpoint),
+        ("POLLER_IAM_ENDPOINT", s.iam_endpoint),
+    ):
+        if url:
+            p = urlsplit(url)
+            _check(
+                p.scheme in ("http", "https") and bool(p.netloc),
+                f"{name}: expected an http(s):// URL, got {url!r}",
+            )
+    if s.project_id:
+        _check(
+            is_valid_id(s.project_id),
+            f"POLLER_PROJECT_ID: not a valid project ID: {s.project_id!r}",
+        )
+    positive: list[tuple[str, float]] = [
+        ("POLLER_POLL_INTERVAL", s.poll_interval),
+        ("POLLER_BACKOFF_INITIAL", s.backoff_initial),
+        ("POLLER_JOB_TIMEOUT", s.job_timeout),
+        ("POLLER_REQUEST_TIMEOUT", s.request_timeout),
+        ("POLLER_LEASE_SECONDS", s.lease_seconds),
+        ("POLLER_RETENTION", s.retention),
+    ]
+    for name, value in positive:
+        _check(value > 0, f"{name}: must be greater than 0")
+    _check(
+        s.poll_interval_max >= s.poll_interval,
+        "POLLER_POLL_INTERVAL_MAX: must be at least POLLER_POLL_INTERVAL",
+    )
+    _check(
+        s.backoff_max >= s.backoff_initial,
+        "POLLER_BACKOFF_MAX: must be at least POLLER_BACKOFF_INITIAL",
+    )
+    _check(1 <= s.page_size <= 1000, "POLLER_PAGE_SIZE: must be between 1 and 1000")
+    _check(1 <= s.concurrency <= 100_000, "POLLER_CONCURRENCY: must be between 1 and 100000")
+    _check(1 <= s.claim_batch <= 10_000, "POLLER_CLAIM_BATCH: must be between 1 and 10000")
+    _check(s.events_maxlen >= 1, "POLLER_EVENTS_MAXLEN: must be at least 1")
+    _check(0 <= s.http_port <= 65535, "POLLER_HTTP_PORT: must be a port number (0 disables)")
+    _check(
+        s.log_format in ("auto", "json", "console"),
+        f"POLLER_LOG_FORMAT: expected auto, json or console, got {s.log_format!r}",
+    )
+    _check(
+        s.log_level.lower() in ("debug", "info", "warning", "error"),
+        f"POLLER_LOG_LEVEL: expected debug, info, warning or error, got {s.log_level!r}",
+    )
+    if s.auth_token_file:
+        _check(
+            os.path.isfile(s.auth_token_file),
+            f"POLLER_AUTH_TOKEN_FILE: no such file {s.auth_token_file!r}",
+        )
+    if s.ca_bundle:
+        _check(os.path.isfile(s.ca_bundle), f"POLLER_CA_BUNDLE: no such file {s.ca_bundle!r}")
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with ``changes`` (for tests and the demo)."""
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,126 @@
+"""Assembling a replica from settings: Redis, HTTP session, authenticator, worker, probes."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import anyio
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from poller.config import Settings
+from poller.servicestage.auth import build_authenticator
+from poller.servicestage.client import Gate, ServiceStageClient
+from poller.store import Keys, Store, connect
+from poller.telemetry import Health, Metrics, get_logger, health_app
+from poller.worker import Worker
+
+
+def open_store(settings: Settings) -> Store:
+    """A :class:`Store` for the configured Redis and prefix (close ``store.redis`` after)."""
+    return Store(
+        connect(settings.redis_url),
+        Keys(settings.key_prefix),
+        retention=settings.retention,
+        maxlen=settings.events_maxlen,
+    )
+
+
+def _rate_gate(store: Store, per_second: float) -> Gate:
+    log = get_logger()
+    burst = max(1, int(per_second))
+
+    async def gate() -> None:
+        while True:
+            try:
+                wait = await store.acquire_rate(per_second, burst)
+            except RedisError as exc:
+                # Fail open: Redis trouble already stalls commits; don't stall polls twice.
+                log.warning("rate limiter unavailable", error=str(exc))
+                return
+            if wait <= 0:
+                return
+            await anyio.sleep(wait)
+
+    return gate
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=settings.ca_bundle or None)
+
+
+@asynccontextmanager
+async def build_worker(
+    settings: Settings, *, metrics: Metrics | None = None, health: Health | None = None
+) -> AsyncIterator[Worker]:
+    """A ready :class:`Worker` for ``settings``; closes its connections on exit."""
+    metrics = metrics or Metrics()
+    auth = build_authenticator(settings)
+    store = open_store(settings)
+    connector = aiohttp.TCPConnector(limit=settings.concurrency, ssl=_ssl_context(settings))
+    try:
+        async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
+            client = ServiceStageClient(
+                session,
+                settings.base_url,
+                auth,
+                page_size=settings.page_size,
+                request_timeout=settings.request_timeout,
+                gate=_rate_gate(store, settings.rate_limit) if settings.rate_limit > 0 else None,
+                on_response=lambda code: metrics.api_responses.labels(code).inc(),
+            )
+            yield Worker(settings, store, client, metrics=metrics, health=health)
+    finally:
+        await auth.aclose()
+        await store.redis.aclose()
+
+
+@asynccontextmanager
+async def serve_probes(
+    settings: Settings, metrics: Metrics, health: Health
+) -> AsyncIterator[int | None]:
+    """Serve ``/healthz``, ``/readyz``, ``/metrics`` on ``http_port`` (0: off); yields the port."""
+    if not settings.http_port:
+        yield None
+        return
+    runner = web.AppRunner(health_app(metrics, health), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    try:
+        yield settings.http_port
+    finally:
+        await runner.cleanup()
+
+
+async def run_daemon(settings: Settings) -> int:
+    """``poller run``: poll until SIGTERM/SIGINT, drain, exit 0."""
+    log = get_logger()
+    metrics, health = Metrics(), Health()
+    async with (
+        build_worker(settings, metrics=metrics, health=health) as worker,
+        serve_probes(settings, metrics, health) as port,
+        anyio.create_task_group() as tg,
+    ):
+        log.info(
+            "poller starting",
+            replica=worker.replica_id,
+            api=settings.base_url,
+            prefix=settings.key_prefix,
+            http_port=port,
+        )
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal received", signal=signal.Signals(signum).name)
+                    worker.stop()
+
+        tg.start_soon(stop_on_signal)
+        await worker.run()
+        tg.cancel_scope.cancel()
+    return 0

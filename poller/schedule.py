@@ -1,0 +1,65 @@
+"""Pure polling policy: adaptive intervals, capped exponential backoff with full jitter.
+
+One formula each, no clock and no global RNG: callers pass ``rng`` (any ``random.Random``)
+so tests are exact.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from poller.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The knobs of the polling policy, in seconds."""
+
+    poll_interval: float = 2.0
+    poll_interval_max: float = 30.0
+    growth: float = 1.5
+    jitter: float = 0.1
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    job_timeout: float = 6 * 3600.0
+    not_found_grace: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            poll_interval=settings.poll_interval,
+            poll_interval_max=settings.poll_interval_max,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+            job_timeout=settings.job_timeout,
+            not_found_grace=settings.not_found_grace,
+        )
+
+
+def next_interval(policy: Policy, current: float, *, changed: bool) -> float:
+    """The interval after a successful poll: reset on change, else 1.5 times longer, capped."""
+    if changed or current <= 0:
+        return policy.poll_interval
+    return min(policy.poll_interval_max, max(current, policy.poll_interval) * policy.growth)
+
+
+def with_jitter(policy: Policy, interval: float, rng: random.Random) -> float:
+    """``interval`` scattered uniformly within ±``policy.jitter`` (10 %) of itself."""
+    return interval * rng.uniform(1.0 - policy.jitter, 1.0 + policy.jitter)
+
+
+def backoff_delay(
+    policy: Policy, attempt: int, rng: random.Random, *, retry_after: float | None = None
+) -> float:
+    """Delay before retry number ``attempt`` (1-based) of a failed poll.
+
+    Full jitter over ``min(backoff_max, backoff_initial * 2**(attempt-1))``; a server's
+    ``Retry-After`` is a floor, never shortened (but capped at ``backoff_max`` so a hostile
+    header cannot park a job for hours).
+    """
+    ceiling = min(policy.backoff_max, policy.backoff_initial * 2.0 ** max(0, attempt - 1))
+    delay = rng.uniform(0.0, ceiling)
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, policy.backoff_max))
+    return delay

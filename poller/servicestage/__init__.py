@@ -1,0 +1,1 @@
+"""ServiceStage API access: HTTP client, authentication and response models."""

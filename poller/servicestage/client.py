@@ -1,0 +1,191 @@
+"""The HTTP edge: fetch a complete job snapshot and classify every failure.
+
+``fetch_job`` never raises for anything the network or the API can do; it returns a
+:data:`~poller.servicestage.outcomes.PollOutcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+import aiohttp
+from yarl import URL
+
+from poller.ids import is_valid_id
+from poller.servicestage.auth import Authenticator, AuthUnavailable
+from poller.servicestage.models import MalformedResponse, Page, assemble, parse_error, parse_page
+from poller.servicestage.outcomes import (
+    AuthFailed,
+    Fetched,
+    NotFound,
+    PollOutcome,
+    Rejected,
+    Transient,
+)
+
+MAX_PAGES: Final = 1000
+MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+
+Gate = Callable[[], Awaitable[None]]
+ResponseHook = Callable[[str], None]
+
+
+def job_url(base_url: str, project_id: str, job_id: str) -> URL:
+    """``{base}/v3/{project_id}/cas/jobs/{job_id}``; raises ``ValueError`` on a bad ID.
+
+    IDs are checked against the grammar and added as single, encoded path segments, so
+    nothing in them can change the path or the query.
+    """
+    if not is_valid_id(project_id):
+        raise ValueError("invalid project_id")
+    if not is_valid_id(job_id):
+        raise ValueError("invalid job_id")
+    return URL(base_url) / "v3" / project_id / "cas" / "jobs" / job_id
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if now is None:
+            import time
+
+            now = time.time()
+        seconds = when.timestamp() - now
+    if seconds != seconds or seconds < 0:  # NaN or in the past
+        return 0.0
+    return min(seconds, 3600.0)
+
+
+class ServiceStageClient:
+    """Polls job details over one shared :class:`aiohttp.ClientSession`."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        auth: Authenticator,
+        *,
+        page_size: int = 100,
+        request_timeout: float = 10.0,
+        gate: Gate | None = None,
+        on_response: ResponseHook | None = None,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._auth = auth
+        self._page_size = page_size
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._gate = gate
+        self._on_response = on_response
+
+    async def fetch_job(self, project_id: str, job_id: str, instance_id: str = "") -> PollOutcome:
+        """Every page of the job, merged into one snapshot, or why not."""
+        try:
+            base = job_url(self._base_url, project_id, job_id)
+        except ValueError as exc:
+            return Rejected(status=400, detail=str(exc))
+        pages: list[Page] = []
+        offset = 0
+        seen: set[str] = set()
+        while True:
+            query = {"limit": str(self._page_size), "offset": str(offset)}
+            if instance_id:
+                query["instance_id"] = instance_id
+            result = await self._get_page(base.with_query(query))
+            if not isinstance(result, Page):
+                return result
+            if pages and result.task_count != pages[0].task_count:
+                return Transient("task_count changed while paging")
+            pages.append(result)
+            seen.update(t.task_id for t in result.tasks)
+            if len(seen) >= result.task_count:
+                break
+            if not result.tasks:
+                return Transient(
+                    f"incomplete snapshot: {len(seen)} of {result.task_count} tasks, empty page"
+                )
+            if len(pages) >= MAX_PAGES:
+                return Transient("too many pages")
+            offset += len(result.tasks)
+        return Fetched(assemble(pages, job_id), requests=len(pages))
+
+    async def _get_page(self, url: URL) -> Page | PollOutcome:
+        for attempt in (1, 2):
+            if self._gate is not None:
+                await self._gate()
+            try:
+                headers = {
+                    "Content-Type": "application/json;charset=utf8",
+                    "Accept": "application/json",
+                }
+                headers.update(await self._auth.headers("GET", url, b""))
+            except AuthUnavailable as exc:
+                return Transient(f"credentials unavailable: {exc}")
+            try:
+                async with self._session.get(
+                    url, headers=headers, timeout=self._timeout, allow_redirects=False
+                ) as resp:
+                    status = resp.status
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    request_id = resp.headers.get("X-Request-Id", "")
+                    body = await resp.content.read(MAX_BODY_BYTES)
+            except TimeoutError:
+                self._note("timeout")
+                return Transient("request timed out")
+            except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+                self._note("error")
+                return Transient(f"connection failed: {type(exc).__name__}")
+            self._note(str(status))
+            if status == 200:
+                try:
+                    return parse_page(json.loads(body))
+                except (ValueError, MalformedResponse) as exc:
+                    return Transient(f"unexpected body: {_short(exc)}", status=status)
+            error = parse_error(body.decode("utf-8", "replace"))
+            request_id = error.request_id or request_id
+            detail = _detail(status, error.code, error.message)
+            if status == 401:
+                if attempt == 1:
+                    await self._auth.refresh()
+                    continue
+                return AuthFailed(detail=detail, request_id=request_id)
+            if status == 404:
+                return NotFound(detail=detail)
+            if status in (400, 403):
+                return Rejected(status=status, detail=detail)
+            return Transient(
+                f"HTTP {status}" + (f" {error.code}" if error.code else ""),
+                status=status,
+                retry_after=retry_after if status in (429, 503) else None,
+                request_id=request_id,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _note(self, label: str) -> None:
+        if self._on_response is not None:
+            self._on_response(label)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _detail(status: int, code: str, message: str) -> str:
+    parts = [code or f"HTTP {status}"]
+    if message:
+        parts.append(message)
+    return ": ".join(parts)

@@ -1,0 +1,320 @@
+"""The Redis edge: typed async operations over the keys and scripts of ``schema``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from poller.intake import Admission
+from poller.snapshot import StoredSnapshot, format_timestamp
+from poller.store import schema
+from poller.store.schema import Keys, job_member
+from poller.tracking import JobState, Plan
+
+CommitResult = Literal["ok", "duplicate", "fenced", "gone"]
+AdmitResult = Literal["admitted", "tracked", "finished"]
+
+
+def connect(url: str, *, socket_timeout: float = 5.0) -> Redis:
+    """A client for ``url`` that retries a command a few times when a connection drops.
+
+    Every write the poller makes is safe to retry: commits carry a unique ID, admissions and
+    claims are checked against the state they change.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _float(value: str) -> float | None:
+    return float(value) if value else None
+
+
+def state_from_hash(fields: dict[str, str]) -> JobState:
+    """Decode a job hash (all values as text) into :class:`JobState`."""
+    return JobState(
+        job_id=fields.get("job", ""),
+        project_id=fields.get("project", ""),
+        instance_id=fields.get("instance", ""),
+        meta=fields.get("meta", ""),
+        snapshot=StoredSnapshot.from_json(fields.get("snap", "")),
+        interval=float(fields.get("interval") or 0),
+        attempts=int(fields.get("attempts") or 0),
+        not_found_since=_float(fields.get("nf_since", "")),
+        taken_at=float(fields.get("taken_at") or 0),
+        seq=int(fields.get("seq") or 1),
+        token=fields.get("token", ""),
+        owner=fields.get("owner", ""),
+        lease_until=_float(fields.get("lease_until", "")),
+        finished_at=_float(fields.get("finished_at", "")),
+        last_error=fields.get("last_error", ""),
+        last_poll_at=_float(fields.get("last_poll_at", "")),
+        due_at=_float(fields.get("due", "")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job's stored state plus its schedule score (for ``poller status``)."""
+
+    state: JobState
+    tracking: bool
+    due_at: float | None
+    outcome: str
+
+
+class Store:
+    """Async operations on one prefix of one Redis database."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, *, retention: float = 86400.0, maxlen: int = 1_000_000
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.retention = retention
+        self.maxlen = maxlen
+        self._move = redis.register_script(schema.MOVE_TO_INFLIGHT)
+        self._admit = redis.register_script(schema.ADMIT)
+        self._dead = redis.register_script(schema.DEAD_LETTER)
+        self._recover = redis.register_script(schema.RECOVER_ORPHANS)
+        self._claim = redis.register_script(schema.CLAIM_DUE)
+        self._renew = redis.register_script(schema.RENEW_LEASES)
+        self._release = redis.register_script(schema.RELEASE)
+        self._commit = redis.register_script(schema.COMMIT)
+        self._rate = redis.register_script(schema.ACQUIRE_RATE)
+
+    # --- intake -------------------------------------------------------------------------
+
+    async def enqueue(self, *messages: str | bytes) -> int:
+        """LPUSH messages onto the intake queue, as a producer would."""
+        return int(await self.redis.lpush(self.keys.intake, *messages))
+
+    async def take_messages(self, replica: str, limit: int, block: float) -> list[bytes]:
+        """Messages in this replica's in-flight list (oldest first), moving new ones there.
+
+        Blocks up to ``block`` seconds when the queue is empty.  Whatever sits in the in-flight
+        list is returned again until admitted or dead-lettered, so a lost reply loses nothing.
+        """
+        inflight = self.keys.inflight(replica)
+        moved = int(await self._move(keys=[self.keys.intake, inflight], args=[limit]))
+        if moved == 0 and block > 0:
+            pending = await self.redis.llen(inflight)
+            if not pending:
+                await self.redis.blmove(
+                    self.keys.intake, inflight, cast(int, block), "RIGHT", "LEFT"
+                )
+        raw = await self.redis.lrange(inflight, -limit, -1)
+        return [m if isinstance(m, bytes) else m.encode() for m in reversed(raw)]
+
+    async def admit(
+        self, replica: str, raw: bytes, admission: Admission, now: float
+    ) -> AdmitResult:
+        """Start tracking an admitted message's job (idempotent; see ``schema.ADMIT``)."""
+        member = job_member(admission.project_id, admission.job_id)
+        result = await self._admit(
+            keys=[
+                self.keys.schedule,
+                self.keys.job(member),
+                self.keys.job_events(admission.job_id),
+                self.keys.inflight(replica),
+            ],
+            args=[
+                raw,
+                member,
+                admission.project_id,
+                admission.job_id,
+                admission.instance_id,
+                admission.meta,
+                "1" if admission.force else "0",
+                repr(now),
+            ],
+        )
+        return cast(AdmitResult, _text(result))
+
+    async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None:
+        """Park ``raw`` in the dead-letter list with ``reason`` and take it out of flight."""
+        record = json.dumps(
+            {"raw": raw.decode("utf-8", "backslashreplace"), "reason": reason,
+             "at": format_timestamp(now)},
+            ensure_ascii=False,
+        )  # fmt: skip
+        await self._dead(keys=[self.keys.dead, self.keys.inflight(replica)], args=[raw, record])
+
+    async def heartbeat(self, replica: str, until: float) -> None:
+        """Declare ``replica`` alive until ``until``."""
+        await self.redis.zadd(self.keys.replicas, {replica: until})
+
+    async def recover_orphans(self, now: float) -> int:
+        """Hand the in-flight messages of replicas that stopped heart-beating back to intake."""
+        return int(
+            await self._recover(
+                keys=[self.keys.replicas, self.keys.intake],
+                args=[repr(now), self.keys.inflight_prefix],
+            )
+        )
+
+    async def deregister(self, replica: str) -> int:
+        """On clean exit: hand back this replica's in-flight messages and forget it."""
+        inflight = self.keys.inflight(replica)
+        moved = 0
+        while await self.redis.lmove(inflight, self.keys.intake, "RIGHT", "RIGHT") is not None:
+            moved += 1
+        await self.redis.zrem(self.keys.replicas, replica)
+        return moved
+
+    # --- schedule and leases --------------------------------------------------------------
+
+    async def claim_due(
+        self, owner: str, now: float, lease: float, limit: int
+    ) -> tuple[list[JobState], float | None]:
+        """Atomically lease up to ``limit`` due jobs to ``owner`` until ``now + lease``.
+
+        Also returns when the schedule's earliest remaining entry is due (``None``: empty).
+        """
+        flat = await self._claim(
+            keys=[self.keys.schedule],
+            args=[repr(now), repr(now + lease), limit, owner, self.keys.job_prefix],
+        )
+        claimed: list[JobState] = []
+        first = _text(flat[0])
+        i = 1
+        while i < len(flat):
+            count = int(flat[i + 2])
+            values = [_text(v) for v in flat[i + 3 : i + 3 + count]]
+            claimed.append(state_from_hash(dict(zip(values[::2], values[1::2], strict=True))))
+            i += 3 + count
+        return claimed, float(first) if first else None
+
+    async def renew(self, leases: Sequence[tuple[str, str]], until: float) -> list[bool]:
+        """Extend ``(member, token)`` leases to ``until``; False where the lease was lost."""
+        if not leases:
+            return []
+        args: list[str] = [repr(until), self.keys.job_prefix]
+        for member, token in leases:
+            args += [member, token]
+        result = await self._renew(keys=[self.keys.schedule], args=args)
+        return [bool(int(r)) for r in result]
+
+    async def release(self, state: JobState, due: float) -> bool:
+        """Give an unused lease back; the job is due again at ``due``."""
+        member = job_member(state.project_id, state.job_id)
+        result = await self._release(
+            keys=[self.keys.schedule, self.keys.job(member)],
+            args=[member, state.token, repr(due)],
+        )
+        return bool(int(result))
+
+    async def commit(
+        self, state: JobState, plan: Plan, now: float, commit_id: str | None = None
+    ) -> CommitResult:
+        """Apply ``plan`` if ``state``'s lease and ``seq`` still hold (see ``schema.COMMIT``)."""
+        member = job_member(state.project_id, state.job_id)
+        pairs = {
+            "snap": plan.snapshot.to_json() if plan.snapshot else "",
+            "interval": repr(plan.interval),
+            "attempts": str(plan.attempts),
+            "nf_since": "" if plan.not_found_since is None else repr(plan.not_found_since),
+            "last_error": plan.last_error,
+            "outcome": plan.outcome,
+            "due": "" if plan.due_at is None else repr(plan.due_at),
+        }
+        args: list[str | int] = [
+            member,
+            state.token,
+            str(state.seq),
+            commit_id or uuid.uuid4().hex,
+            repr(now),
+            "" if plan.due_at is None else repr(plan.due_at),
+            max(1, int(self.retention)),
+            self.maxlen,
+            len(pairs),
+        ]
+        for key, value in pairs.items():
+            args += [key, value]
+        args.append(len(plan.events))
+        for event in plan.events:
+            args.append(len(event.fields))
+            for key, value in event.fields:
+                args += [key, value]
+        result = await self._commit(
+            keys=[
+                self.keys.schedule,
+                self.keys.job(member),
+                self.keys.events,
+                self.keys.job_events(state.job_id),
+            ],
+            args=args,
+        )
+        return cast(CommitResult, _text(result))
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def get_job(self, project_id: str, job_id: str) -> JobView | None:
+        """The stored state of a job, or ``None`` if it was never tracked (or has expired)."""
+        member = job_member(project_id, job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.job(member))
+            pipe.zscore(self.keys.schedule, member)
+            raw, score = await pipe.execute()
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        return JobView(
+            state=state_from_hash(fields),
+            tracking=fields.get("state") == schema.STATE_TRACKING,
+            due_at=float(score) if score is not None else None,
+            outcome=fields.get("outcome", ""),
+        )
+
+    async def next_due(self) -> float | None:
+        """When the earliest scheduled job is due (or its lease ends), if any."""
+        first = await self.redis.zrange(self.keys.schedule, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def counts(self, now: float) -> dict[str, int]:
+        """Gauges: queue depth, dead letters, tracked jobs, jobs due now."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(self.keys.intake)
+            pipe.llen(self.keys.dead)
+            pipe.zcard(self.keys.schedule)
+            pipe.zcount(self.keys.schedule, "-inf", repr(now))
+            queue, dead, tracked, due = await pipe.execute()
+        return {"queue": int(queue), "dead": int(dead), "tracked": int(tracked), "due": int(due)}
+
+    async def acquire_rate(self, per_second: float, burst: int = 1) -> float:
+        """Seconds to wait before the next API request under the global rate limit (0: go)."""
+        wait_ms = await self._rate(
+            keys=[self.keys.ratelimit], args=[repr(1000.0 / per_second), burst]
+        )
+        return int(wait_ms) / 1000.0
+
+    async def read_events(
+        self, job_id: str | None = None, start: str = "-", count: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Entries of the global stream (or one job's) from ``start``, as text."""
+        key = self.keys.job_events(job_id) if job_id else self.keys.events
+        entries = await self.redis.xrange(key, min=start, count=count)
+        return [
+            (_text(entry_id), {_text(k): _text(v) for k, v in (fields or {}).items()})
+            for entry_id, fields in entries or []
+        ]

@@ -1,0 +1,206 @@
+"""Pure decisions about one tracked job: what a poll's outcome means for events and schedule.
+
+``plan_after_poll`` is the whole per-job state machine.  It takes the job's state as claimed
+from Redis, the outcome of the poll, the time and an RNG, and returns a :class:`Plan` that the
+store commits atomically.  No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+
+from poller.schedule import Policy, backoff_delay, next_interval, with_jitter
+from poller.servicestage.outcomes import (
+    AuthFailed,
+    Fetched,
+    NotFound,
+    PollOutcome,
+    Rejected,
+    Transient,
+)
+from poller.snapshot import (
+    Event,
+    JobIdentity,
+    StoredSnapshot,
+    abandoned_event,
+    diff_snapshots,
+    format_timestamp,
+    merge_snapshot,
+)
+from poller.statuses import is_terminal
+
+REASON_NOT_FOUND = "not_found"
+REASON_REJECTED = "rejected"
+REASON_TIMEOUT = "timeout"
+REASON_CANCELLED = "cancelled_by_operator"
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """A tracked job as stored in its Redis hash (see ``poller.store.schema``)."""
+
+    job_id: str
+    project_id: str
+    instance_id: str = ""
+    meta: str = ""
+    snapshot: StoredSnapshot | None = None
+    interval: float = 0.0
+    attempts: int = 0
+    not_found_since: float | None = None
+    taken_at: float = 0.0
+    seq: int = 1
+    token: str = ""
+    owner: str = ""
+    lease_until: float | None = None
+    finished_at: float | None = None
+    last_error: str = ""
+    last_poll_at: float | None = None
+    due_at: float | None = None
+
+    @property
+    def identity(self) -> JobIdentity:
+        return JobIdentity(job_id=self.job_id, project_id=self.project_id, meta=self.meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to commit after a poll: events, the new state, and when to poll next.
+
+    ``due_at`` is ``None`` when the job is finished (terminal or abandoned) and must retire.
+    """
+
+    outcome: str
+    events: tuple[Event, ...] = ()
+    snapshot: StoredSnapshot | None = None
+    interval: float = 0.0
+    attempts: int = 0
+    not_found_since: float | None = None
+    due_at: float | None = None
+    last_error: str = ""
+    retry_after: float | None = field(default=None)
+
+    @property
+    def retires(self) -> bool:
+        return self.due_at is None
+
+
+def _abandon(state: JobState, now: float, reason: str, detail: str, outcome: str) -> Plan:
+    event = abandoned_event(
+        state.snapshot,
+        identity=state.identity,
+        observed_at=format_timestamp(now),
+        seq=state.seq,
+        reason=reason,
+        detail=detail,
+    )
+    return Plan(
+        outcome=outcome,
+        events=(event,),
+        snapshot=state.snapshot,
+        interval=state.interval,
+        attempts=state.attempts,
+        not_found_since=state.not_found_since,
+        due_at=None,
+        last_error=f"{reason}: {detail}",
+    )
+
+
+def timed_out(state: JobState, now: float, policy: Policy) -> bool:
+    """True once ``job_timeout`` has passed since the job was first taken."""
+    return now - state.taken_at >= policy.job_timeout
+
+
+def plan_timeout(state: JobState, now: float, policy: Policy) -> Plan:
+    """Abandon a job whose ``job_timeout`` has run out, without polling it again."""
+    return _abandon(
+        state, now, REASON_TIMEOUT, f"job_timeout of {policy.job_timeout:g}s exceeded", "timeout"
+    )
+
+
+def plan_cancel(state: JobState, now: float, who: str) -> Plan:
+    """Stop tracking on an operator's request."""
+    return _abandon(state, now, REASON_CANCELLED, f"cancelled by {who}", "cancelled")
+
+
+def plan_after_poll(
+    state: JobState, outcome: PollOutcome, *, now: float, policy: Policy, rng: random.Random
+) -> Plan:
+    """Decide events and next schedule for ``state`` after a poll that ended in ``outcome``."""
+    if isinstance(outcome, Fetched):
+        return _plan_fetched(state, outcome, now, policy, rng)
+    if timed_out(state, now, policy):
+        return plan_timeout(state, now, policy)
+    if isinstance(outcome, Rejected):
+        return _abandon(state, now, REASON_REJECTED, outcome.detail, "rejected")
+    if isinstance(outcome, NotFound):
+        since = state.not_found_since if state.not_found_since is not None else now
+        if now - since >= policy.not_found_grace:
+            return _abandon(state, now, REASON_NOT_FOUND, outcome.detail, "not_found")
+        attempts = state.attempts + 1
+        delay = max(
+            backoff_delay(policy, attempts, rng), policy.poll_interval * rng.uniform(0.5, 1)
+        )
+        due = min(now + delay, since + policy.not_found_grace)
+        return Plan(
+            outcome="not_found",
+            snapshot=state.snapshot,
+            interval=state.interval,
+            attempts=attempts,
+            not_found_since=since,
+            due_at=max(due, now),
+            last_error=f"not_found: {outcome.detail}",
+        )
+    retry_after = outcome.retry_after if isinstance(outcome, Transient) else None
+    detail = outcome.reason if isinstance(outcome, Transient) else f"unauthorized: {outcome.detail}"
+    attempts = state.attempts + 1
+    kind = "transient" if isinstance(outcome, Transient) else "auth_failed"
+    assert isinstance(outcome, Transient | AuthFailed)
+    return Plan(
+        outcome=kind,
+        snapshot=state.snapshot,
+        interval=state.interval,
+        attempts=attempts,
+        not_found_since=state.not_found_since,
+        due_at=now + backoff_delay(policy, attempts, rng, retry_after=retry_after),
+        last_error=detail,
+        retry_after=retry_after,
+    )
+
+
+def _plan_fetched(
+    state: JobState, outcome: Fetched, now: float, policy: Policy, rng: random.Random
+) -> Plan:
+    current = outcome.snapshot
+    events = diff_snapshots(
+        state.snapshot,
+        current,
+        identity=state.identity,
+        observed_at=format_timestamp(now),
+        first_seq=state.seq,
+    )
+    stored = merge_snapshot(state.snapshot, current)
+    changed = bool(events)
+    if is_terminal(current.status):
+        return Plan(outcome="terminal", events=tuple(events), snapshot=stored, due_at=None)
+    if timed_out(state, now, policy):
+        bumped = dataclasses.replace(state, snapshot=stored, seq=state.seq + len(events))
+        final = plan_timeout(bumped, now, policy)
+        return Plan(
+            outcome="timeout",
+            events=(*events, *final.events),
+            snapshot=stored,
+            due_at=None,
+            last_error=final.last_error,
+        )
+    interval = next_interval(policy, state.interval, changed=changed)
+    return Plan(
+        outcome="changed" if changed else "unchanged",
+        events=tuple(events),
+        snapshot=stored,
+        interval=interval,
+        attempts=0,
+        not_found_since=None,
+        due_at=now + with_jitter(policy, interval, rng),
+    )
