@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
+from redis.exceptions import RedisError
 
 from poller import __version__, commands
 from poller.config import ConfigError, Settings, load_settings
+from poller.consumer import stream_id_since
 from poller.daemon import open_store, run_daemon
 from poller.store import Store
 from poller.telemetry import configure_logging
@@ -90,10 +92,47 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     if args.job is not None:
         commands.admission_for(args.job, "p")
+    try:
+        since = stream_id_since(args.since)
+    except ValueError as exc:
+        raise commands.CommandError(str(exc)) from None
+    if args.consumer and not args.group:
+        raise commands.CommandError("--consumer goes with --group")
     return _with_store(
         args,
         lambda store, _: commands.events(
-            store, job_id=args.job, follow=args.follow, as_json=args.json, count=args.count
+            store,
+            job_id=args.job,
+            follow=args.follow,
+            as_json=args.json,
+            since=since,
+            count=args.count,
+            group=args.group,
+            consumer=args.consumer,
+        ),
+    )
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    project = _project(args, settings)
+    message = None
+    if args.enqueue:
+        (message,) = commands.build_messages(
+            [args.job_id],
+            project_id=args.project_id or "",
+            default_project=settings.project_id,
+            meta=_parse_meta(args.meta),
+        )
+    return _with_store(
+        args,
+        lambda store, _: commands.wait(
+            store,
+            project,
+            args.job_id,
+            give_up_after=args.timeout,
+            enqueue_message=message,
+            quiet=args.quiet,
         ),
     )
 
@@ -159,7 +198,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--count", type=int, help="stop after this many events")
+    p.add_argument(
+        "--since", default="0-0", metavar="ID|TIME",
+        help="start after this stream ID, epoch seconds or RFC 3339 time (default: the "
+        "beginning; '$': only new events)",
+    )  # fmt: skip
+    p.add_argument(
+        "--group", metavar="G",
+        help="read through consumer group G (created at --since if missing) and acknowledge "
+        "each event after printing it: a durable consumer that resumes where it stopped",
+    )  # fmt: skip
+    p.add_argument("--consumer", metavar="C", help="consumer name within --group (default: cli)")
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser(
+        "wait", parents=[common], help="wait for a job to finish (for CI pipelines)",
+        description="Follow one job's events from the beginning, print task changes as they "
+        "happen, and exit when the job ends: 0 SUCCEEDED; 1 FAILED, PARTIALLY_FAILED, "
+        "ROLLBACKED or CANCELLED; 2 abandoned (not found, rejected, timeout, cancelled by an "
+        "operator); 124 when --timeout passes first.  Works whether started before, during or "
+        "after the job is tracked (within the retention period).",
+    )  # fmt: skip
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 124)")
+    p.add_argument("--enqueue", action="store_true", help="queue the job for tracking first")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --enqueue: meta copied into the job's events")  # fmt: skip
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing, only exit")
+    p.set_defaults(func=cmd_wait)
 
     p = sub.add_parser(
         "cancel", parents=[common], help="stop tracking a job",
@@ -196,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except commands.CommandError as exc:
         print(f"poller: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"poller: Redis error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

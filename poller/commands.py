@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
+import anyio
+
+from poller.consumer import ConsumerGroup, JobEvent, tail_events
 from poller.intake import Admission, Invalid, build_message, parse_message
 from poller.snapshot import format_timestamp
 from poller.store import Store
@@ -193,41 +197,89 @@ def format_event(fields: dict[str, str], *, colours: bool = False) -> str:
     return f"{head} {what}"
 
 
+def _print_event(event: JobEvent, out: Out, *, as_json: bool, colours: bool) -> None:
+    if as_json:
+        out.write(json.dumps({"id": event.entry_id, **event.fields}, ensure_ascii=False) + "\n")
+    else:
+        out.write(format_event(dict(event.fields), colours=colours) + "\n")
+    out.flush()
+
+
 async def events(
     store: Store,
     *,
     job_id: str | None,
     follow: bool,
     as_json: bool,
+    since: str = "0-0",
     count: int | None = None,
+    group: str | None = None,
+    consumer: str | None = None,
     out: Out = sys.stdout,
 ) -> int:
-    """Print events of all jobs or one, from the start; with ``follow``, keep waiting."""
-    key = store.keys.job_events(job_id) if job_id else store.keys.events
+    """Print events of all jobs or one, from ``since``; with ``follow``, keep waiting.
+
+    With ``group``, read through that consumer group (created at ``since`` if missing) and
+    acknowledge each event after printing it, so a pipeline is a durable consumer.
+    """
     colours = out.isatty() and not as_json
-    last = "-"
     printed = 0
-    while True:
-        if last == "-":
-            batch = await store.read_events(job_id, "-", count=500)
-        else:
-            batch = await store.read_events(job_id, f"({last}", count=500)
-        for entry_id, fields in batch:
-            if as_json:
-                out.write(json.dumps({"id": entry_id, **fields}, ensure_ascii=False) + "\n")
-            else:
-                out.write(format_event(fields, colours=colours) + "\n")
-            printed += 1
-            last = entry_id
-            if count is not None and printed >= count:
-                out.flush()
-                return 0
-        out.flush()
-        if len(batch) == 500:
-            continue
-        if not follow:
-            return 0
-        await store.redis.xread({key: last if last != "-" else "0-0"}, block=5000, count=1)
+    stream: AsyncIterator[JobEvent]
+    group_reader: ConsumerGroup | None = None
+    if group:
+        key = store.keys.job_events(job_id) if job_id else store.keys.events
+        group_reader = ConsumerGroup(
+            store.redis, key, group=group, consumer=consumer or "cli", start=since
+        )
+        stream = group_reader.events(follow=follow)
+    else:
+        stream = tail_events(store.redis, store.keys, job_id=job_id, start=since, follow=follow)
+    async for event in stream:
+        _print_event(event, out, as_json=as_json, colours=colours)
+        if group_reader is not None:
+            await group_reader.ack(event)
+        printed += 1
+        if count is not None and printed >= count:
+            break
+    return 0
+
+
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_ABANDONED, EXIT_TIMEOUT = 0, 1, 2, 124
+
+
+def wait_exit_code(final: JobEvent) -> int:
+    """``poller wait``'s exit code for a job's final event."""
+    if final.event == "job.abandoned":
+        return EXIT_ABANDONED
+    return EXIT_SUCCEEDED if final.to_status == "SUCCEEDED" else EXIT_FAILED
+
+
+async def wait(
+    store: Store,
+    project_id: str,
+    job_id: str,
+    *,
+    give_up_after: float | None,
+    enqueue_message: str | None = None,
+    quiet: bool = False,
+    out: Out = sys.stdout,
+) -> int:
+    """Follow one job's stream from its start until its final event; the exit code says how
+    it ended (0 SUCCEEDED, 1 FAILED/PARTIALLY_FAILED/ROLLBACKED/CANCELLED, 2 abandoned,
+    124 timeout).  Works before, during and after the job's tracking."""
+    if enqueue_message is not None:
+        await store.enqueue(enqueue_message)
+    colours = out.isatty()
+    with anyio.move_on_after(give_up_after if give_up_after is not None else math.inf):
+        async for event in tail_events(store.redis, store.keys, job_id=job_id, block_ms=2000):
+            if event.project_id != project_id:
+                continue
+            if not quiet:
+                _print_event(event, out, as_json=False, colours=colours)
+            if event.is_final:
+                return wait_exit_code(event)
+    out.write(f"timed out waiting for {job_id}\n")
+    return EXIT_TIMEOUT
 
 
 def admission_for(job_id: str, project_id: str) -> Admission:

@@ -16,7 +16,7 @@ from poller.config import Settings
 from poller.servicestage.auth import build_authenticator
 from poller.servicestage.client import Gate, ServiceStageClient
 from poller.store import Keys, Store, connect
-from poller.telemetry import Health, Metrics, get_logger, health_app
+from poller.telemetry import REDACTOR, Health, Metrics, get_logger, health_app
 from poller.worker import Worker
 
 
@@ -59,11 +59,24 @@ async def build_worker(
 ) -> AsyncIterator[Worker]:
     """A ready :class:`Worker` for ``settings``; closes its connections on exit."""
     metrics = metrics or Metrics()
-    auth = build_authenticator(settings)
+    health = health or Health()
+    settings.require_polling()
     store = open_store(settings)
     connector = aiohttp.TCPConnector(limit=settings.concurrency, ssl=_ssl_context(settings))
+    log = get_logger()
+
+    def auth_problem(problem: str) -> None:
+        if problem and problem != health.auth_problem:
+            log.error("authentication problem", problem=problem)
+        elif not problem and health.auth_problem:
+            log.info("authentication recovered")
+        health.auth_problem = problem
+
     try:
         async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
+            auth = build_authenticator(
+                settings, session, on_secret=REDACTOR.add, on_problem=auth_problem
+            )
             client = ServiceStageClient(
                 session,
                 settings.base_url,
@@ -72,10 +85,14 @@ async def build_worker(
                 request_timeout=settings.request_timeout,
                 gate=_rate_gate(store, settings.rate_limit) if settings.rate_limit > 0 else None,
                 on_response=lambda code: metrics.api_responses.labels(code).inc(),
+                on_auth_problem=auth_problem,
             )
-            yield Worker(settings, store, client, metrics=metrics, health=health)
+            worker = Worker(settings, store, client, metrics=metrics, health=health)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(auth.maintain)
+                yield worker
+                tg.cancel_scope.cancel()
     finally:
-        await auth.aclose()
         await store.redis.aclose()
 
 

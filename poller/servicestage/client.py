@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Final
@@ -60,13 +61,40 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         except (TypeError, ValueError):
             return None
         if now is None:
-            import time
-
             now = time.time()
         seconds = when.timestamp() - now
     if seconds != seconds or seconds < 0:  # NaN or in the past
         return 0.0
     return min(seconds, 3600.0)
+
+
+class UnauthorizedPause:
+    """A replica-wide pause after a 401 where retrying per job would make things worse.
+
+    ServiceStage locks an AK/SK pair for 5 minutes after more than 5 bad signatures in a row,
+    so one 401 stops every poll for 30 s, doubling per consecutive 401 up to 5 minutes.
+    """
+
+    def __init__(self, clock: Callable[[], float], base: float = 30.0, cap: float = 300.0) -> None:
+        self._clock = clock
+        self._base = base
+        self._cap = cap
+        self._until = 0.0
+        self.failures = 0
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - self._clock())
+
+    def trip(self) -> float:
+        """Start (or lengthen) the pause; returns its length in seconds."""
+        self.failures += 1
+        length = min(self._cap, self._base * 2.0 ** (self.failures - 1))
+        self._until = self._clock() + length
+        return length
+
+    def reset(self) -> None:
+        self.failures = 0
+        self._until = 0.0
 
 
 class ServiceStageClient:
@@ -82,6 +110,8 @@ class ServiceStageClient:
         request_timeout: float = 10.0,
         gate: Gate | None = None,
         on_response: ResponseHook | None = None,
+        on_auth_problem: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
         self._base_url = base_url
@@ -90,6 +120,8 @@ class ServiceStageClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._gate = gate
         self._on_response = on_response
+        self._on_auth_problem = on_auth_problem
+        self._pause = UnauthorizedPause(clock)
 
     async def fetch_job(self, project_id: str, job_id: str, instance_id: str = "") -> PollOutcome:
         """Every page of the job, merged into one snapshot, or why not."""
@@ -126,12 +158,12 @@ class ServiceStageClient:
         for attempt in (1, 2):
             if self._gate is not None:
                 await self._gate()
+            paused = self._pause.remaining()
+            if paused > 0:
+                return Transient("authentication paused after a 401", retry_after=paused)
+            headers = {"Content-Type": "application/json;charset=utf8"}
             try:
-                headers = {
-                    "Content-Type": "application/json;charset=utf8",
-                    "Accept": "application/json",
-                }
-                headers.update(await self._auth.headers("GET", url, b""))
+                headers.update(await self._auth.headers("GET", url, headers, b""))
             except AuthUnavailable as exc:
                 return Transient(f"credentials unavailable: {exc}")
             try:
@@ -149,6 +181,9 @@ class ServiceStageClient:
                 self._note("error")
                 return Transient(f"connection failed: {type(exc).__name__}")
             self._note(str(status))
+            if status != 401 and self._pause.failures:
+                self._pause.reset()
+                self._report_auth("")
             if status == 200:
                 try:
                     return parse_page(json.loads(body))
@@ -158,9 +193,18 @@ class ServiceStageClient:
             request_id = error.request_id or request_id
             detail = _detail(status, error.code, error.message)
             if status == 401:
-                if attempt == 1:
-                    await self._auth.refresh()
+                if attempt == 1 and not self._auth.pause_on_unauthorized:
+                    try:
+                        await self._auth.refresh()
+                    except AuthUnavailable as exc:
+                        return Transient(f"credentials unavailable: {exc}")
                     continue
+                if self._auth.pause_on_unauthorized:
+                    pause = self._pause.trip()
+                    self._report_auth(
+                        f"401 under {self._auth.name} ({detail}, request_id={request_id or '-'}); "
+                        f"all polling paused for {pause:.0f}s"
+                    )
                 return AuthFailed(detail=detail, request_id=request_id)
             if status == 404:
                 return NotFound(detail=detail)
@@ -173,6 +217,10 @@ class ServiceStageClient:
                 request_id=request_id,
             )
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _report_auth(self, problem: str) -> None:
+        if self._on_auth_problem is not None:
+            self._on_auth_problem(problem)
 
     def _note(self, label: str) -> None:
         if self._on_response is not None:

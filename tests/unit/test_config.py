@@ -98,3 +98,23 @@ def test_secrets_never_show_in_repr_or_errors(tmp_path: Path) -> None:
     s2 = load_settings({"POLLER_SECRET_KEY_FILE": str(sk), "POLLER_ACCESS_KEY": "AK"})
     assert s2.secret_key is not None and s2.secret_key.reveal() == "very-secret-sk"
     assert "very-secret-sk" not in repr(s2)
+
+
+def test_example_toml_documents_every_setting_at_its_default() -> None:
+    import dataclasses
+    import tomllib
+
+    from poller.config import Settings
+
+    example = Path(__file__).parents[2] / "config" / "poller.example.toml"
+    assert load_settings({}, config_file=example) == Settings()
+    text = example.read_text()
+    documented = set(tomllib.loads(text))
+    commented = {
+        line.lstrip("# ").split(" ")[0]
+        for line in text.splitlines()
+        if line.startswith("# ") and " = " in line
+    }
+    secrets_by_file = {"secret_key_file": "secret_key", "iam_password_file": "iam_password"}
+    names = documented | {secrets_by_file.get(n, n) for n in commented}
+    assert {f.name for f in dataclasses.fields(Settings)} <= names
