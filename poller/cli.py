@@ -14,6 +14,8 @@ from poller import __version__, commands
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
 from poller.daemon import open_store, run_daemon
+from poller.demo import register as register_demo
+from poller.sim.cli import register as register_sim
 from poller.store import Store
 from poller.telemetry import configure_logging
 
@@ -239,17 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--who", default="operator", help="recorded in the event's detail")
     p.set_defaults(func=cmd_cancel)
 
-    _register_optional(sub)
-    return parser
-
-
-def _register_optional(sub: Any) -> None:
-    from poller.sim.cli import register as register_sim
-
     register_sim(sub)
-    from poller.demo import register as register_demo
-
     register_demo(sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,7 +66,8 @@ class Worker:
         self.replica_id = replica_id or settings.replica_id or default_replica_id()
         self.policy = Policy.from_settings(settings)
         self.log = get_logger(replica=self.replica_id)
-        self._inflight: dict[str, _InFlight] = {}
+        # keyed by (member, lease token): a job re-claimed after a lapsed lease is a new entry
+        self._inflight: dict[tuple[str, str], _InFlight] = {}
         self._wake = anyio.Event()
         self._stopping = anyio.Event()
         self._idle = anyio.Event()
@@ -130,7 +131,7 @@ class Worker:
                     for state in claimed:
                         scope = anyio.CancelScope()
                         member = job_member(state.project_id, state.job_id)
-                        self._inflight[member] = _InFlight(state, scope)
+                        self._inflight[(member, state.token)] = _InFlight(state, scope)
                         self._idle = anyio.Event()
                         self.metrics.inflight.set(len(self._inflight))
                         polls.start_soon(self._poll_one, member, state, scope)
@@ -182,7 +183,7 @@ class Worker:
             # A bug must not take the replica down: the lease lapses and the job is retried.
             self.log.exception("poll crashed", job_id=state.job_id, project_id=state.project_id)
         finally:
-            self._inflight.pop(member, None)
+            self._inflight.pop((member, state.token), None)
             self.metrics.inflight.set(len(self._inflight))
             self.metrics.poll_duration.observe(max(0.0, self.clock() - started))
             if not self._inflight:
@@ -200,7 +201,7 @@ class Worker:
                 failures += 1
                 self._redis_failed("commit", exc)
                 await anyio.sleep(min(2.0, 0.05 * 2**failures))
-        entry = self._inflight.get(member)
+        entry = self._inflight.get((member, state.token))
         if entry is not None:
             entry.committed = True
         self.metrics.commits.labels(result).inc()
@@ -275,7 +276,7 @@ class Worker:
         period = max(0.05, self.settings.lease_seconds / 3)
         while True:
             await anyio.sleep(period)
-            entries = [(m, e) for m, e in self._inflight.items() if not e.committed]
+            entries = [(m, e) for (m, _), e in self._inflight.items() if not e.committed]
             if not entries:
                 continue
             try:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from poller.localredis import LocalRedis as RedisServer
 from poller.store import Keys, Store, connect
-from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The Redis store against a real redis-server: intake, claims, leases, fenced idempotent commits."""
+"""The Redis store against a real redis-server: intake, claims, leases, fenced commits."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def snapshot(job_status: str, *task_statuses: str) -> Fetched:
     return Fetched(JobSnapshot("JOB-1", job_status, "PROVISION", tasks))
 
 
-async def admit(store: Store, job_id: str = "JOB-1", *, force: bool = False, now: float = NOW) -> str:
+async def admit(
+    store: Store, job_id: str = "JOB-1", *, force: bool = False, now: float = NOW
+) -> str:
     raw = job_id.encode()
     await store.enqueue(raw)
     assert await store.take_messages("r1", 10, 0) == [raw]
@@ -58,7 +60,9 @@ async def test_commit_publishes_to_both_streams_and_advances_seq(store: Store) -
     assert global_events == job_events
     assert [e["seq"] for e in job_events] == ["1", "2"]
     view = await store.get_job("proj", "JOB-1")
-    assert view is not None and view.state.seq == 3 and view.state.token == ""
+    assert view is not None
+    assert view.state.seq == 3
+    assert view.state.token == ""
 
 
 async def test_commit_replayed_after_it_was_applied_publishes_nothing(store: Store) -> None:
@@ -97,7 +101,8 @@ async def test_renewal_keeps_the_lease_and_pushes_the_deadline(store: Store) -> 
     state = await claim_one(store, "r1", NOW, lease=5)
     assert await store.renew([("proj:JOB-1", state.token)], NOW + 50) == [True]
     claimed, next_due = await store.claim_due("r2", NOW + 10, 5, 10)
-    assert claimed == [] and next_due == NOW + 50
+    assert claimed == []
+    assert next_due == NOW + 50
 
 
 async def test_release_makes_the_job_due_again(store: Store) -> None:
@@ -116,7 +121,8 @@ async def test_terminal_commit_retires_and_expires_the_job_stream(store: Store) 
     assert await store.redis.zscore(store.keys.schedule, "proj:JOB-1") is None
     assert 0 < await store.redis.ttl(store.keys.job_events("JOB-1")) <= 3600
     view = await store.get_job("proj", "JOB-1")
-    assert view is not None and not view.tracking
+    assert view is not None
+    assert not view.tracking
 
 
 async def test_recently_finished_job_is_not_retracked_unless_forced(store: Store) -> None:
@@ -126,7 +132,8 @@ async def test_recently_finished_job_is_not_retracked_unless_forced(store: Store
     assert await admit(store) == "finished"
     assert await admit(store, force=True) == "admitted"
     state = await claim_one(store, "r1", NOW + 5)
-    assert state.seq == 3 and state.snapshot is None  # numbering continues, first sight again
+    assert state.seq == 3
+    assert state.snapshot is None
     assert await store.redis.ttl(store.keys.job_events("JOB-1")) == -1
 
 
@@ -142,7 +149,9 @@ async def test_transient_failure_commits_backoff_without_events(store: Store) ->
     assert await poll_and_commit(store, state, Transient("HTTP 502", status=502), NOW) == "ok"
     assert await store.read_events("JOB-1") == []
     view = await store.get_job("proj", "JOB-1")
-    assert view is not None and view.state.attempts == 1 and view.state.last_error == "HTTP 502"
+    assert view is not None
+    assert view.state.attempts == 1
+    assert view.state.last_error == "HTTP 502"
 
 
 async def test_cancel_plan_takes_over_a_held_lease(store: Store) -> None:
@@ -162,7 +171,9 @@ async def test_dead_letter_records_raw_reason_and_time(store: Store) -> None:
     await store.dead_letter("r1", raw, "invalid job_id", NOW)
     (record,) = await store.redis.lrange(store.keys.dead, 0, -1)
     doc = json.loads(record)
-    assert doc["raw"] == "../x" and doc["reason"] == "invalid job_id" and doc["at"].endswith("Z")
+    assert doc["raw"] == "../x"
+    assert doc["reason"] == "invalid job_id"
+    assert doc["at"].endswith("Z")
     assert await store.redis.llen(store.keys.inflight("r1")) == 0
 
 

@@ -18,7 +18,9 @@ BASE = "http://api.test"
 URL_RE = re.compile(r"^http://api\.test/v3/proj/cas/jobs/JOB-1\?.*$")
 
 
-def body(status: str = "RUNNING", tasks: int = 1, count: int | None = None, start: int = 1) -> dict[str, object]:
+def body(
+    status: str = "RUNNING", tasks: int = 1, count: int | None = None, start: int = 1
+) -> dict[str, object]:
     return {
         "job": {"execution_status": status, "job_id": "JOB-1", "job_type": "PROVISION"},
         "tasks": [{"task_id": f"T{i}", "task_index": i, "task_status": "RUNNING"}
@@ -61,7 +63,8 @@ async def test_empty_page_before_all_tasks_is_transient(client: ServiceStageClie
         m.get(URL_RE, payload=body(tasks=2, count=5))
         m.get(URL_RE, payload=body(tasks=0, count=5))
         outcome = await client.fetch_job("proj", "JOB-1")
-    assert isinstance(outcome, Transient) and "incomplete" in outcome.reason
+    assert isinstance(outcome, Transient)
+    assert "incomplete" in outcome.reason
 
 
 async def test_task_count_changing_between_pages_is_transient(client: ServiceStageClient) -> None:
@@ -69,7 +72,8 @@ async def test_task_count_changing_between_pages_is_transient(client: ServiceSta
         m.get(URL_RE, payload=body(tasks=2, count=5))
         m.get(URL_RE, payload=body(tasks=2, count=6, start=3))
         outcome = await client.fetch_job("proj", "JOB-1")
-    assert isinstance(outcome, Transient) and "changed" in outcome.reason
+    assert isinstance(outcome, Transient)
+    assert "changed" in outcome.reason
 
 
 @pytest.mark.parametrize(
@@ -108,7 +112,8 @@ async def test_retry_after_is_read_on_429(client: ServiceStageClient) -> None:
     with aioresponses() as m:
         m.get(URL_RE, status=429, body="{}", headers={"Retry-After": "3"})
         outcome = await client.fetch_job("proj", "JOB-1")
-    assert isinstance(outcome, Transient) and outcome.retry_after == 3
+    assert isinstance(outcome, Transient)
+    assert outcome.retry_after == 3
 
 
 async def test_connection_errors_and_timeouts_are_transient(client: ServiceStageClient) -> None:
@@ -117,8 +122,10 @@ async def test_connection_errors_and_timeouts_are_transient(client: ServiceStage
         m.get(URL_RE, exception=TimeoutError())
         first = await client.fetch_job("proj", "JOB-1")
         second = await client.fetch_job("proj", "JOB-1")
-    assert isinstance(first, Transient) and "connection" in first.reason
-    assert isinstance(second, Transient) and "timed out" in second.reason
+    assert isinstance(first, Transient)
+    assert "connection" in first.reason
+    assert isinstance(second, Transient)
+    assert "timed out" in second.reason
 
 
 async def test_401_refreshes_once_then_reports_auth_failure(tmp_path: object) -> None:
@@ -132,7 +139,8 @@ async def test_401_refreshes_once_then_reports_auth_failure(tmp_path: object) ->
             m.get(URL_RE, status=401, body='{"error_code":"APIGW.0301","request_id":"rq"}')
             m.get(URL_RE, status=401, body='{"error_code":"APIGW.0301","request_id":"rq"}')
             outcome = await client.fetch_job("proj", "JOB-1")
-            assert isinstance(outcome, AuthFailed) and outcome.request_id == "rq"
+            assert isinstance(outcome, AuthFailed)
+            assert outcome.request_id == "rq"
             assert sum(len(v) for v in m.requests.values()) == 2
             m.get(URL_RE, status=401, body="{}")
             m.get(URL_RE, payload=body())

@@ -66,37 +66,41 @@ def test_bad_values_name_the_variable_in_one_line(env: dict[str, str], name: str
 def test_bad_toml_and_unknown_keys_are_reported(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("poll_interval = \n")
-    with pytest.raises(ConfigError, match="^POLLER_CONFIG: .*not valid TOML"):
+    with pytest.raises(ConfigError, match=r"^POLLER_CONFIG: .*not valid TOML"):
         load_settings({}, config_file=bad)
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("pol_interval = 3\n")
-    with pytest.raises(ConfigError, match="^pol_interval: unknown setting"):
+    with pytest.raises(ConfigError, match=r"^pol_interval: unknown setting"):
         load_settings({}, config_file=unknown)
 
 
 def test_polling_needs_exactly_one_auth_method() -> None:
     load_settings(BASE).require_polling()
-    with pytest.raises(ConfigError, match="no authentication"):
+    with pytest.raises(ConfigError, match=r"no authentication"):
         load_settings({k: v for k, v in BASE.items() if k != "POLLER_AUTH_TOKEN"}).require_polling()
-    with pytest.raises(ConfigError, match="more than one"):
-        load_settings({**BASE, "POLLER_ACCESS_KEY": "ak", "POLLER_SECRET_KEY": "sk"}).require_polling()
+    with pytest.raises(ConfigError, match=r"more than one"):
+        load_settings(
+            {**BASE, "POLLER_ACCESS_KEY": "ak", "POLLER_SECRET_KEY": "sk"}
+        ).require_polling()
 
 
 def test_polling_needs_an_endpoint_and_a_project() -> None:
-    with pytest.raises(ConfigError, match="^POLLER_API_ENDPOINT"):
+    with pytest.raises(ConfigError, match=r"^POLLER_API_ENDPOINT"):
         load_settings({"POLLER_AUTH_TOKEN": "t", "POLLER_PROJECT_ID": "p"}).require_polling()
-    with pytest.raises(ConfigError, match="^POLLER_PROJECT_ID"):
+    with pytest.raises(ConfigError, match=r"^POLLER_PROJECT_ID"):
         load_settings({"POLLER_AUTH_TOKEN": "t", "POLLER_REGION": "r"}).require_polling()
 
 
 def test_secrets_never_show_in_repr_or_errors(tmp_path: Path) -> None:
     s = load_settings(BASE)
     assert "tok-secret-value" not in repr(s)
-    assert isinstance(s.auth_token, Secret) and s.auth_token.reveal() == "tok-secret-value"
+    assert isinstance(s.auth_token, Secret)
+    assert s.auth_token.reveal() == "tok-secret-value"
     sk = tmp_path / "sk"
     sk.write_text("very-secret-sk\n")
     s2 = load_settings({"POLLER_SECRET_KEY_FILE": str(sk), "POLLER_ACCESS_KEY": "AK"})
-    assert s2.secret_key is not None and s2.secret_key.reveal() == "very-secret-sk"
+    assert s2.secret_key is not None
+    assert s2.secret_key.reveal() == "very-secret-sk"
     assert "very-secret-sk" not in repr(s2)
 
 

@@ -47,7 +47,8 @@ def test_numbers_as_strings_and_objects_as_messages_are_accepted() -> None:
     doc["tasks"][0]["task_index"] = "4"
     doc["tasks"][0]["messages"] = {"b": 1, "a": [1]}
     page = parse_page(doc)
-    assert page.task_count == 2 and page.tasks[0].task_index == 4
+    assert page.task_count == 2
+    assert page.tasks[0].task_index == 4
     assert page.tasks[0].messages == '{"a":[1],"b":1}'
 
 
@@ -61,7 +62,8 @@ def test_missing_optional_fields_default_to_empty() -> None:
 
 def test_task_without_id_is_identified_by_index() -> None:
     page = parse_page({"job": {"execution_status": "RUNNING"},
-                       "tasks": [{"task_index": 3, "task_status": "RUNNING"}], "task_count": 1})  # fmt: skip
+                       "tasks": [{"task_index": 3, "task_status": "RUNNING"}],
+                       "task_count": 1})  # fmt: skip
     assert page.tasks[0].task_id == "#3"
 
 
@@ -90,11 +92,17 @@ def test_unusable_bodies_are_malformed(body: object) -> None:
 
 
 def test_pages_merge_by_task_id_and_sort_by_index() -> None:
-    a = parse_page({"job": {"execution_status": "RUNNING"}, "task_count": 3,
-                    "tasks": [{"task_id": "b", "task_index": 2, "task_status": "RUNNING"}]})
+    a = parse_page(
+        {
+            "job": {"execution_status": "RUNNING"},
+            "task_count": 3,
+            "tasks": [{"task_id": "b", "task_index": 2, "task_status": "RUNNING"}],
+        }
+    )
     b = parse_page({"job": {"execution_status": "RUNNING"}, "task_count": 3,
                     "tasks": [{"task_id": "a", "task_index": 1, "task_status": "RUNNING"},
-                              {"task_id": "b", "task_index": 2, "task_status": "SUCCEEDED"}]})  # fmt: skip
+                              {"task_id": "b", "task_index": 2,
+                               "task_status": "SUCCEEDED"}]})  # fmt: skip
     snap = assemble([a, b], "J")
     assert [(t.task_id, t.status) for t in snap.tasks] == [("a", "RUNNING"), ("b", "SUCCEEDED")]
 
@@ -105,12 +113,16 @@ def test_error_bodies_give_code_message_and_request_id() -> None:
     assert parse_error("<html>bad gateway</html>").code == ""
 
 
-@pytest.mark.parametrize("good", ["JOB17cb1778-07b1-4c8f-a183-c86cffbe8f9e", "a", "A.b_c-1", "9" * 128])
+@pytest.mark.parametrize(
+    "good", ["JOB17cb1778-07b1-4c8f-a183-c86cffbe8f9e", "a", "A.b_c-1", "9" * 128]
+)
 def test_valid_ids(good: str) -> None:
     assert is_valid_id(good)
 
 
-@pytest.mark.parametrize("bad", ["", "../x", ".x", "-x", "JOB 1", "a/b", "x?y", "a:b", "é", "9" * 129, "a%2F"])
+@pytest.mark.parametrize(
+    "bad", ["", "../x", ".x", "-x", "JOB 1", "a/b", "x?y", "a:b", "é", "9" * 129, "a%2F"]
+)
 def test_invalid_ids(bad: str) -> None:
     assert not is_valid_id(bad)
 
@@ -120,7 +132,10 @@ def test_bare_id_message_uses_the_default_project() -> None:
 
 
 def test_json_message_with_every_field() -> None:
-    raw = b'{"job_id":"JOB-1","project_id":"p2","instance_id":"i1","meta":{"b":1,"a":"x"},"force":true}'
+    raw = (
+        b'{"job_id":"JOB-1","project_id":"p2","instance_id":"i1",'
+        b'"meta":{"b":1,"a":"x"},"force":true}'
+    )
     assert parse_message(raw, "proj") == Admission(
         job_id="JOB-1", project_id="p2", instance_id="i1", meta='{"a":"x","b":1}', force=True
     )
@@ -155,7 +170,8 @@ def test_invalid_messages_say_why(raw: bytes, reason: str) -> None:
 
 def test_missing_default_project_is_invalid() -> None:
     result = parse_message(b"JOB-1", "")
-    assert isinstance(result, Invalid) and "project_id" in result.reason
+    assert isinstance(result, Invalid)
+    assert "project_id" in result.reason
 
 
 def test_build_message_round_trips() -> None:

@@ -32,7 +32,8 @@ def test_interval_resets_on_change_and_grows_by_half_until_the_cap() -> None:
 def test_jitter_stays_within_ten_percent() -> None:
     r = rng()
     values = [with_jitter(POLICY, 10, r) for _ in range(1000)]
-    assert min(values) >= 9 and max(values) <= 11
+    assert min(values) >= 9
+    assert max(values) <= 11
     assert max(values) - min(values) > 1  # it does scatter
 
 
@@ -67,7 +68,8 @@ def test_first_fetch_publishes_and_schedules_at_the_base_interval() -> None:
     assert plan.outcome == "changed"
     assert len(plan.events) == 2
     assert plan.interval == 2
-    assert plan.due_at is not None and 1001 + 1.8 <= plan.due_at <= 1001 + 2.2
+    assert plan.due_at is not None
+    assert 1001 + 1.8 <= plan.due_at <= 1001 + 2.2
 
 
 def test_unchanged_fetch_grows_the_interval() -> None:
@@ -92,13 +94,15 @@ def test_transient_failure_backs_off_and_counts_attempts() -> None:
     assert plan.outcome == "transient"
     assert plan.events == ()
     assert plan.attempts == 3
-    assert plan.due_at is not None and 1001 <= plan.due_at <= 1001 + 4
+    assert plan.due_at is not None
+    assert 1001 <= plan.due_at <= 1001 + 4
 
 
 def test_transient_failure_honours_retry_after() -> None:
     plan = plan_after_poll(state(), Transient("HTTP 429", status=429, retry_after=3), now=1001,
                            policy=POLICY, rng=rng())  # fmt: skip
-    assert plan.due_at is not None and plan.due_at >= 1004
+    assert plan.due_at is not None
+    assert plan.due_at >= 1004
 
 
 def test_auth_failure_is_retried_not_abandoned() -> None:
@@ -109,12 +113,14 @@ def test_auth_failure_is_retried_not_abandoned() -> None:
 
 def test_not_found_is_retried_within_the_grace_period() -> None:
     first = plan_after_poll(state(), NotFound("404"), now=1001, policy=POLICY, rng=rng())
-    assert first.outcome == "not_found" and not first.retires
+    assert first.outcome == "not_found"
+    assert not first.retires
     assert first.not_found_since == 1001
     later = plan_after_poll(state(not_found_since=1001), NotFound("404"), now=1050,
                             policy=POLICY, rng=rng())  # fmt: skip
     assert not later.retires
-    assert later.due_at is not None and later.due_at <= 1001 + 60
+    assert later.due_at is not None
+    assert later.due_at <= 1001 + 60
 
 
 def test_not_found_after_the_grace_period_abandons() -> None:

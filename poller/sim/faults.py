@@ -1,0 +1,141 @@
+"""Fault injection: what can go wrong with a request, how often, and the pure decision.
+
+Every API request draws from one seeded :class:`random.Random`, so a run with a fixed seed and a
+fixed request order injects the same faults.  The admin API is never faulted.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, fields
+from typing import Final
+
+from poller.sim._fields import ScenarioError, as_mapping, check_keys, integer, join, number
+
+
+class FaultKind(enum.StrEnum):
+    """The failures a request may meet instead of the real answer."""
+
+    HTML_500 = "html_500"  # 500 with an HTML body, as from a proxy
+    EMPTY_502 = "empty_502"  # 502 with an empty body
+    UNAVAILABLE_503 = "unavailable_503"  # 503 JSON with Retry-After
+    THROTTLED_429 = "throttled_429"  # 429 APIG.0308 with Retry-After
+    TRUNCATED = "truncated"  # the real body cut in half
+    RESET = "reset"  # the TCP connection aborted without a response
+
+
+FAULT_KINDS: Final = tuple(FaultKind)
+DEFAULT_RETRY_AFTER: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """Per-request fault probabilities and latency.
+
+    Each kind's rate is a probability in [0, 1]; ``error_rate`` is a shorthand spread evenly
+    over all six kinds and adds to their own rates.  The rates together must not exceed 1.
+    ``latency`` seconds (plus a uniform draw from ``[0, latency_jitter]``) are added to every API
+    response.  ``retry_after`` is the whole number of seconds sent in ``Retry-After`` on 429 and
+    503.  ``seed`` seeds the random draws; ``None`` means an unpredictable seed.
+    """
+
+    html_500: float = 0.0
+    empty_502: float = 0.0
+    unavailable_503: float = 0.0
+    throttled_429: float = 0.0
+    truncated: float = 0.0
+    reset: float = 0.0
+    error_rate: float = 0.0
+    latency: float = 0.0
+    latency_jitter: float = 0.0
+    retry_after: int = DEFAULT_RETRY_AFTER
+    seed: int | None = None
+
+    def rate_of(self, kind: FaultKind) -> float:
+        """The probability that a request meets ``kind``."""
+        own: float = getattr(self, kind.value)
+        return own + self.error_rate / len(FAULT_KINDS)
+
+    @property
+    def total_rate(self) -> float:
+        """The probability that a request meets any fault."""
+        return sum(self.rate_of(kind) for kind in FAULT_KINDS)
+
+
+FaultTable = tuple[tuple[float, FaultKind], ...]
+
+_FIELDS: Final = frozenset(f.name for f in fields(FaultConfig))
+
+
+def fault_table(config: FaultConfig) -> FaultTable:
+    """Cumulative upper bounds of each kind with a non-zero rate, for :func:`choose_fault`."""
+    table: list[tuple[float, FaultKind]] = []
+    bound = 0.0
+    for kind in FAULT_KINDS:
+        rate = config.rate_of(kind)
+        if rate > 0:
+            bound += rate
+            table.append((bound, kind))
+    return tuple(table)
+
+
+def choose_fault(table: FaultTable, rng: random.Random) -> FaultKind | None:
+    """The fault this request meets, or ``None``; draws nothing when no fault is configured."""
+    if not table:
+        return None
+    draw = rng.random()
+    for bound, kind in table:
+        if draw < bound:
+            return kind
+    return None
+
+
+def choose_latency(config: FaultConfig, rng: random.Random) -> float:
+    """Seconds to delay this response: ``latency`` plus a uniform draw up to ``latency_jitter``."""
+    if config.latency_jitter > 0:
+        return config.latency + rng.uniform(0.0, config.latency_jitter)
+    return config.latency
+
+
+def parse_faults(doc: object, where: str = "faults") -> FaultConfig:
+    """Validate a fault config object (the ``faults`` field of a scenario, or the admin body)."""
+    mapping = as_mapping(doc, where)
+    check_keys(mapping, where, _FIELDS)
+
+    def rate(key: str) -> float:
+        return number(mapping[key], join(where, key), maximum=1.0) if key in mapping else 0.0
+
+    def seconds(key: str) -> float:
+        return number(mapping[key], join(where, key), maximum=3600.0) if key in mapping else 0.0
+
+    retry_after = mapping.get("retry_after", DEFAULT_RETRY_AFTER)
+    seed = mapping.get("seed")
+    config = FaultConfig(
+        html_500=rate("html_500"),
+        empty_502=rate("empty_502"),
+        unavailable_503=rate("unavailable_503"),
+        throttled_429=rate("throttled_429"),
+        truncated=rate("truncated"),
+        reset=rate("reset"),
+        error_rate=rate("error_rate"),
+        latency=seconds("latency"),
+        latency_jitter=seconds("latency_jitter"),
+        retry_after=integer(retry_after, join(where, "retry_after")),
+        seed=None if seed is None else integer(seed, join(where, "seed"), minimum=-(2**63)),
+    )
+    if config.total_rate > 1.0 + 1e-9:
+        raise ScenarioError(
+            f"{where}: the fault rates add up to {config.total_rate:g}; they must not exceed 1"
+        )
+    return config
+
+
+def faults_to_dict(config: FaultConfig) -> dict[str, float | int | None]:
+    """The fields of ``config`` that differ from the defaults, as JSON-ready values."""
+    default = FaultConfig()
+    return {
+        f.name: getattr(config, f.name)
+        for f in fields(FaultConfig)
+        if getattr(config, f.name) != getattr(default, f.name)
+    }

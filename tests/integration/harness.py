@@ -1,0 +1,130 @@
+"""Running real workers in-process against the emulator, and awaiting what they publish."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from poller.config import Secret, Settings
+from poller.consumer import JobEvent, tail_events
+from poller.daemon import build_worker
+from poller.store import Store
+from poller.worker import Worker
+
+PROJECT = "proj-test"
+TOKEN = "test-token-0123456789"
+
+
+def fast_settings(redis_url: str, prefix: str, api_url: str, **overrides: Any) -> Settings:
+    """Settings for tests: sub-second intervals and backoff, no HTTP probes."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "key_prefix": prefix,
+        "api_endpoint": api_url,
+        "project_id": PROJECT,
+        "auth_token": Secret(TOKEN),
+        "poll_interval": 0.02,
+        "poll_interval_max": 0.1,
+        "backoff_initial": 0.02,
+        "backoff_max": 0.2,
+        "lease_seconds": 5.0,
+        "not_found_grace": 30.0,
+        "shutdown_grace": 2.0,
+        "request_timeout": 5.0,
+        "http_port": 0,
+        "concurrency": 32,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, **worker_kw: Any) -> AsyncIterator[Worker]:
+    """A worker running in the background for the body of the ``async with``; drained after."""
+    async with build_worker(settings, **worker_kw) as worker, anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        try:
+            yield worker
+        finally:
+            worker.stop()
+
+
+async def events_until(
+    store: Store,
+    done: Callable[[list[JobEvent]], bool],
+    *,
+    job_id: str | None = None,
+    within: float = 30.0,
+) -> list[JobEvent]:
+    """Every event of the global stream (or one job's) from the start until ``done`` says so.
+
+    It blocks on XREAD, so it wakes when an event arrives rather than on a timer.
+    """
+    seen: list[JobEvent] = []
+    with anyio.fail_after(within):
+        if done(seen):
+            return seen
+        async for event in tail_events(store.redis, store.keys, job_id=job_id, block_ms=200):
+            seen.append(event)
+            if done(seen):
+                return seen
+    raise AssertionError("unreachable")
+
+
+def all_final(job_ids: Iterable[str]) -> Callable[[list[JobEvent]], bool]:
+    """A ``done`` predicate: every job in ``job_ids`` has published its final event."""
+    wanted = set(job_ids)
+
+    def done(events: list[JobEvent]) -> bool:
+        return wanted <= {e.job_id for e in events if e.is_final}
+
+    return done
+
+
+def by_job(events: Iterable[JobEvent]) -> dict[str, list[JobEvent]]:
+    out: dict[str, list[JobEvent]] = {}
+    for e in events:
+        out.setdefault(e.job_id, []).append(e)
+    return out
+
+
+def transitions(events: Iterable[JobEvent]) -> list[tuple[str, str, str, str]]:
+    """(event, task name or '', from, to) per event, in order: compact expectations."""
+    return [(e.event, e.task_name or "", e.from_status, e.to_status) for e in events]
+
+
+def assert_consistent(events: list[JobEvent]) -> None:
+    """The contract's invariants for one job's events, in stream order."""
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)), [e.seq for e in events]
+    last_task: dict[str, str] = {}
+    last_job = ""
+    for e in events:
+        if e.event == "task.status_changed":
+            assert e.task_id is not None
+            assert e.from_status == last_task.get(e.task_id, ""), (e.task_id, e.from_status)
+            assert e.to_status != e.from_status
+            last_task[e.task_id] = e.to_status
+        elif e.event == "job.status_changed":
+            assert e.from_status == last_job
+            last_job = e.to_status
+    finals = [i for i, e in enumerate(events) if e.is_final]
+    assert finals == [len(events) - 1], "exactly one final event, and it is the last"
+
+
+async def eventually(condition: Callable[[], Awaitable[bool] | bool], within: float = 20.0) -> None:
+    """Wait for a condition nothing can notify us of (a metric, the emulator's counters).
+
+    Only for state with no event to await; everything published to Redis is awaited with
+    :func:`events_until` instead.
+    """
+    with anyio.fail_after(within):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await anyio.sleep(0.01)
