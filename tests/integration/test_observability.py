@@ -1,0 +1,144 @@
+"""What an SRE sees: probes and metrics over HTTP, JSON logs with bound fields, no secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+
+from poller.daemon import build_worker, serve_probes
+from poller.localredis import LocalRedis, free_port
+from poller.sim import SimConfig, SimHandle, running_sim
+from poller.sim.auth import token_auth
+from poller.store import Keys, Store, connect
+from poller.telemetry import Health, Metrics
+from tests.integration.harness import (
+    PROJECT,
+    TOKEN,
+    all_final,
+    events_until,
+    eventually,
+    fast_settings,
+)
+
+QUICK = {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [0.3, "SUCCEEDED"]],
+         "tasks": [{"task_name": "A", "task_index": 1,
+                    "steps": [[0, "RUNNING"], [0.3, "SUCCEEDED"]]}]}  # fmt: skip
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimHandle]:
+    config = SimConfig(project_id=PROJECT, authenticators=(token_auth([TOKEN]),))
+    async with running_sim(config) as handle:
+        yield handle
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 if absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
+    found = re.search("^" + pattern + "$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_probes_and_metrics_follow_the_daemon_and_redis(
+    own_redis: LocalRedis, prefix: str, sim: SimHandle
+) -> None:
+    port = free_port()
+    settings = fast_settings(own_redis.url, prefix, sim.url, http_port=port,
+                             http_host="127.0.0.1", lease_seconds=1.5)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    metrics, health = Metrics(), Health()
+    ids = [await sim.create_job(QUICK) for _ in range(3)]
+    async with (
+        aiohttp.ClientSession() as http,
+        build_worker(settings, metrics=metrics, health=health) as worker,
+        serve_probes(settings, metrics, health),
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(worker.run)
+
+        async def status(path: str) -> int:
+            async with http.get(base + path) as resp:
+                return resp.status
+
+        async def ready_is(expected: int) -> bool:
+            return await status("/readyz") == expected
+
+        assert await status("/healthz") == 200
+        await eventually(lambda: ready_is(200))
+        store = Store(connect(own_redis.url), Keys(prefix))
+        await store.enqueue(*ids)
+        await events_until(store, all_final(ids))
+        await store.redis.aclose()
+        async with http.get(base + "/metrics") as resp:
+            text = await resp.text()
+        assert metric(text, "poller_events_published_total", event="job.status_changed") == 6
+        assert metric(text, "poller_events_published_total", event="task.status_changed") == 6
+        assert metric(text, "poller_polls_total", outcome="terminal") == 3
+        assert metric(text, "poller_api_responses_total", code="200") >= 6
+        assert metric(text, "poller_intake_messages_total", result="admitted") == 3
+        assert metric(text, "poller_commits_total", result="ok") >= 6
+        assert metric(text, "poller_poll_lag_seconds_count") >= 6
+        assert metric(text, "poller_poll_duration_seconds_count") >= 6
+
+        own_redis.kill()
+        await eventually(lambda: ready_is(503))
+        async with http.get(base + "/readyz") as resp:
+            body = await resp.json()
+        assert any(p.startswith("redis") for p in body["problems"])
+        assert await status("/healthz") == 200  # alive, just not ready
+        own_redis.start()
+        await eventually(lambda: ready_is(200))
+        worker.stop()
+
+
+def _daemon_env(redis_url: str, prefix: str, api_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
+    env.update({
+        "POLLER_REDIS_URL": redis_url, "POLLER_KEY_PREFIX": prefix, "POLLER_API_ENDPOINT": api_url,
+        "POLLER_PROJECT_ID": PROJECT, "POLLER_AUTH_TOKEN": TOKEN, "POLLER_POLL_INTERVAL": "0.05",
+        "POLLER_POLL_INTERVAL_MAX": "0.2", "POLLER_HTTP_PORT": "0", "POLLER_LOG_LEVEL": "debug",
+    })  # fmt: skip
+    return env
+
+
+async def test_every_log_line_is_json_with_job_fields_and_no_secret(
+    redis_server: LocalRedis, prefix: str, sim: SimHandle, tmp_path: Path
+) -> None:
+    ids = [await sim.create_job(QUICK) for _ in range(2)]
+    log = tmp_path / "daemon.log"
+    store = Store(connect(redis_server.url), Keys(prefix))
+    with log.open("wb") as sink:
+        proc = await anyio.open_process(
+            [sys.executable, "-m", "poller", "run"],
+            env=_daemon_env(redis_server.url, prefix, sim.url), stdout=sink, stderr=sink,
+        )  # fmt: skip
+        try:
+            await store.enqueue(*ids, b"../bad")
+            await events_until(store, all_final(ids))
+            proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(15):
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    await store.redis.aclose()
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line parses
+    assert len(records) > 10
+    assert all({"event", "level", "timestamp"} <= r.keys() for r in records)
+    job_lines = {"tracking job", "job.status_changed", "task.status_changed", "polled"}
+    about_jobs = [r for r in records if r["event"] in job_lines]
+    assert len(about_jobs) >= 8
+    assert all(r.get("job_id") in ids and r.get("project_id") == PROJECT for r in about_jobs)
+    assert any(r["event"] == "intake message dead-lettered" for r in records)
+    assert TOKEN not in log.read_text()
