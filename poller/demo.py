@@ -162,9 +162,9 @@ class _Screen:
             outcome = "(unfinished)"
             if final is not None:
                 outcome = f"abandoned: {final.reason}" if final.reason else final.to_status
+            shown = colour(job.status, f"{outcome:<28}", self.tty)
             self.out.write(
-                f"  {job.label:<32} {job.job_id:<40} {colour(job.status, outcome, self.tty):<28} "
-                f"{job.events:>6} {len(job.tasks):>5}\n"
+                f"  {job.label:<32} {job.job_id:<40} {shown} {job.events:>6} {len(job.tasks):>5}\n"
             )
         self.out.flush()
 
