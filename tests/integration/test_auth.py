@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from poller.localredis import LocalRedis
 from poller.sim import SimConfig, SimHandle, running_sim
 from poller.sim.auth import token_auth
-from poller.store import Keys, Store, connect
+from poller.store import Store
 from tests.integration.harness import (
     PROJECT,
     all_final,
@@ -25,13 +22,6 @@ from tests.integration.harness import (
 QUICK = {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [0.2, "SUCCEEDED"]],
          "tasks": [{"task_name": "A", "task_index": 1,
                     "steps": [[0, "RUNNING"], [0.2, "SUCCEEDED"]]}]}  # fmt: skip
-
-
-@pytest.fixture
-async def store(redis_server: LocalRedis, prefix: str) -> AsyncIterator[Store]:
-    s = Store(connect(redis_server.url), Keys(prefix))
-    yield s
-    await s.redis.aclose()
 
 
 async def test_rotated_token_file_is_picked_up_without_a_restart(

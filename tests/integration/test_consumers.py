@@ -15,31 +15,15 @@ from poller.commands import events as print_events
 from poller.commands import wait
 from poller.consumer import ConsumerGroup, JobEvent, stream_id_since, tail_events
 from poller.localredis import LocalRedis
-from poller.sim import SimConfig, SimHandle, running_sim
-from poller.sim.auth import token_auth
-from poller.store import Keys, Store, connect
+from poller.sim import SimHandle
+from poller.store import Store
 from tests.integration.harness import (
     PROJECT,
-    TOKEN,
     all_final,
     events_until,
     fast_settings,
     running_worker,
 )
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimHandle]:
-    config = SimConfig(project_id=PROJECT, authenticators=(token_auth([TOKEN]),), manual_clock=True)
-    async with running_sim(config) as handle:
-        yield handle
-
-
-@pytest.fixture
-async def store(redis_server: LocalRedis, prefix: str) -> AsyncIterator[Store]:
-    s = Store(connect(redis_server.url), Keys(prefix))
-    yield s
-    await s.redis.aclose()
 
 
 def ending(final: str, **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ exact (no timing luck, no sleeps).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,13 +14,11 @@ import pytest
 from poller.commands import cancel
 from poller.consumer import JobEvent
 from poller.localredis import LocalRedis
-from poller.sim import SimConfig, SimHandle, running_sim
-from poller.sim.auth import token_auth
-from poller.store import Keys, Store, connect
+from poller.sim import SimHandle
+from poller.store import Store
 from tests.event_schema import schema_errors
 from tests.integration.harness import (
     PROJECT,
-    TOKEN,
     all_final,
     assert_consistent,
     events_until,
@@ -32,20 +29,6 @@ from tests.integration.harness import (
 )
 
 T, J = "task.status_changed", "job.status_changed"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimHandle]:
-    config = SimConfig(project_id=PROJECT, authenticators=(token_auth([TOKEN]),), manual_clock=True)
-    async with running_sim(config) as handle:
-        yield handle
-
-
-@pytest.fixture
-async def store(redis_server: LocalRedis, prefix: str) -> AsyncIterator[Store]:
-    s = Store(connect(redis_server.url), Keys(prefix))
-    yield s
-    await s.redis.aclose()
 
 
 def steps(*pairs: tuple[float, str]) -> list[list[Any]]:

@@ -7,17 +7,14 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import anyio
-import pytest
 
 from poller.daemon import build_worker, serve_probes
 from poller.localredis import LocalRedis, free_port
-from poller.sim import SimConfig, SimHandle, running_sim
-from poller.sim.auth import token_auth
+from poller.sim import SimHandle
 from poller.store import Keys, Store, connect
 from poller.telemetry import Health, Metrics
 from tests.integration.harness import (
@@ -34,13 +31,6 @@ QUICK = {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [0.3, "SUCCEEDE
                     "steps": [[0, "RUNNING"], [0.3, "SUCCEEDED"]]}]}  # fmt: skip
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[SimHandle]:
-    config = SimConfig(project_id=PROJECT, authenticators=(token_auth([TOKEN]),))
-    async with running_sim(config) as handle:
-        yield handle
-
-
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text, 0 if absent."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
@@ -50,14 +40,14 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_probes_and_metrics_follow_the_daemon_and_redis(
-    own_redis: LocalRedis, prefix: str, sim: SimHandle
+    own_redis: LocalRedis, prefix: str, live_sim: SimHandle
 ) -> None:
     port = free_port()
-    settings = fast_settings(own_redis.url, prefix, sim.url, http_port=port,
+    settings = fast_settings(own_redis.url, prefix, live_sim.url, http_port=port,
                              http_host="127.0.0.1", lease_seconds=1.5)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     metrics, health = Metrics(), Health()
-    ids = [await sim.create_job(QUICK) for _ in range(3)]
+    ids = [await live_sim.create_job(QUICK) for _ in range(3)]
     async with (
         aiohttp.ClientSession() as http,
         build_worker(settings, metrics=metrics, health=health) as worker,
@@ -112,15 +102,15 @@ def _daemon_env(redis_url: str, prefix: str, api_url: str) -> dict[str, str]:
 
 
 async def test_every_log_line_is_json_with_job_fields_and_no_secret(
-    redis_server: LocalRedis, prefix: str, sim: SimHandle, tmp_path: Path
+    redis_server: LocalRedis, prefix: str, live_sim: SimHandle, tmp_path: Path
 ) -> None:
-    ids = [await sim.create_job(QUICK) for _ in range(2)]
+    ids = [await live_sim.create_job(QUICK) for _ in range(2)]
     log = tmp_path / "daemon.log"
     store = Store(connect(redis_server.url), Keys(prefix))
     with log.open("wb") as sink:
         proc = await anyio.open_process(
             [sys.executable, "-m", "poller", "run"],
-            env=_daemon_env(redis_server.url, prefix, sim.url), stdout=sink, stderr=sink,
+            env=_daemon_env(redis_server.url, prefix, live_sim.url), stdout=sink, stderr=sink,
         )  # fmt: skip
         try:
             await store.enqueue(*ids, b"../bad")
