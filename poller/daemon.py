@@ -13,7 +13,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from poller.config import Settings
-from poller.servicestage.auth import build_authenticator
+from poller.servicestage.auth import AuthHooks, build_authenticator
 from poller.servicestage.client import Gate, ServiceStageClient
 from poller.store import Keys, Store, connect
 from poller.telemetry import REDACTOR, Health, Metrics, get_logger, health_app
@@ -74,9 +74,12 @@ async def build_worker(
 
     try:
         async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
-            auth = build_authenticator(
-                settings, session, on_secret=REDACTOR.add, on_problem=auth_problem
+            hooks = AuthHooks(
+                secret=REDACTOR.add,
+                problem=auth_problem,
+                refreshed=lambda result: metrics.token_refreshes.labels(result).inc(),
             )
+            auth = build_authenticator(settings, session, hooks=hooks)
             client = ServiceStageClient(
                 session,
                 settings.base_url,

@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -28,7 +29,23 @@ from poller.config import Secret, Settings
 from poller.servicestage.models import parse_error
 from poller.servicestage.signing import sign_request
 
-SecretSink = Callable[[str], None]
+
+def _ignore(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthHooks:
+    """How an authenticator reports to the daemon; every hook is optional.
+
+    ``secret`` receives each credential obtained at run time (so logs can redact it),
+    ``problem`` a reason the credentials are unusable (``""`` once they work again), and
+    ``refreshed`` the result of each refresh (``"ok"`` or ``"failed"``) for metrics.
+    """
+
+    secret: Callable[[str], None] = _ignore
+    problem: Callable[[str], None] = _ignore
+    refreshed: Callable[[str], None] = _ignore
 
 
 class AuthUnavailable(Exception):
@@ -94,11 +111,11 @@ class TokenFile(_NoUpkeep):
 
     name = "token_file"
 
-    def __init__(self, path: str, *, on_secret: SecretSink | None = None) -> None:
+    def __init__(self, path: str, *, hooks: AuthHooks | None = None) -> None:
         self._path = path
         self._stamp: tuple[int, int, int] | None = None
         self._token = Secret("")
-        self._on_secret = on_secret
+        self._hooks = hooks or AuthHooks()
 
     def _stat(self) -> tuple[int, int, int]:
         st = os.stat(self._path)
@@ -109,12 +126,14 @@ class TokenFile(_NoUpkeep):
             stamp = self._stat()
             text = await anyio.Path(self._path).read_text(encoding="utf-8")
         except OSError as exc:
+            self._hooks.refreshed("failed")
             raise AuthUnavailable(f"cannot read token file: {exc.strerror}") from None
         token = text.strip()
         if not token:
+            self._hooks.refreshed("failed")
             raise AuthUnavailable("token file is empty")
-        if self._on_secret is not None:
-            self._on_secret(token)
+        self._hooks.secret(token)
+        self._hooks.refreshed("ok")
         self._token = Secret(token)
         self._stamp = stamp
 
@@ -190,8 +209,7 @@ class IamToken:
         project_id: str,
         request_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
-        on_secret: SecretSink | None = None,
-        on_problem: Callable[[str], None] | None = None,
+        hooks: AuthHooks | None = None,
     ) -> None:
         self._session = session
         self._url = URL(endpoint.rstrip("/")) / "v3" / "auth" / "tokens"
@@ -201,8 +219,7 @@ class IamToken:
         self._project_id = project_id
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._clock = clock
-        self._on_secret = on_secret
-        self._on_problem = on_problem
+        self._hooks = hooks or AuthHooks()
         self._token: Secret | None = None
         self._obtained_at = 0.0
         self._expires_at = 0.0
@@ -249,17 +266,16 @@ class IamToken:
         except ValueError:
             expires = None
         now = self._clock()
-        if self._on_secret is not None:
-            self._on_secret(token)
+        self._hooks.secret(token)
         self._token = Secret(token)
         self._obtained_at = now
         self._expires_at = expires if expires is not None else now + 3600.0
-        if self._on_problem is not None:
-            self._on_problem("")
+        self._hooks.refreshed("ok")
+        self._hooks.problem("")
 
     def _problem(self, message: str) -> AuthUnavailable:
-        if self._on_problem is not None:
-            self._on_problem(message)
+        self._hooks.refreshed("failed")
+        self._hooks.problem(message)
         return AuthUnavailable(message)
 
     async def _ensure(self, *, force_older_than: float | None = None) -> Secret:
@@ -300,15 +316,14 @@ def build_authenticator(
     settings: Settings,
     session: aiohttp.ClientSession,
     *,
-    on_secret: SecretSink | None = None,
-    on_problem: Callable[[str], None] | None = None,
+    hooks: AuthHooks | None = None,
 ) -> Authenticator:
     """The authenticator for the one method ``settings`` configure."""
     settings.require_polling()
     if settings.auth_token is not None:
         return StaticToken(settings.auth_token)
     if settings.auth_token_file:
-        return TokenFile(settings.auth_token_file, on_secret=on_secret)
+        return TokenFile(settings.auth_token_file, hooks=hooks)
     if settings.access_key is not None and settings.secret_key is not None:
         return AkSk(settings.access_key, settings.secret_key)
     assert settings.iam_password is not None
@@ -320,6 +335,5 @@ def build_authenticator(
         domain=settings.iam_domain,
         project_id=settings.project_id,
         request_timeout=settings.request_timeout,
-        on_secret=on_secret,
-        on_problem=on_problem,
+        hooks=hooks,
     )

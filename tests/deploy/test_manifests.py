@@ -278,7 +278,9 @@ def test_image_version_label_is_the_package_version() -> None:
     assert version_args == [f"VERSION={project()['version']}"]
     labels = " ".join(r for w, r in final if w == "LABEL")
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
-    assert f'org.opencontainers.image.licenses="{project()["license"]["text"]}"' in labels
+    license_ = project()["license"]  # PEP 639 string, or the older {text = "..."} table
+    license_ = license_["text"] if isinstance(license_, dict) else license_
+    assert f'org.opencontainers.image.licenses="{license_}"' in labels
 
 
 def test_dockerignore_admits_what_is_copied_and_nothing_private() -> None:
