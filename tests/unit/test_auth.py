@@ -104,7 +104,8 @@ async def test_iam_unreachable_is_reported_and_retried_later() -> None:
                 await auth.headers("GET", URL("http://a/"), {}, b"")
             token_reply(m, "tok-1", clock.now + 3600)
             assert await auth.headers("GET", URL("http://a/"), {}, b"") == {"X-Auth-Token": "tok-1"}
-    assert problems[0].startswith("IAM unreachable") and problems[-1] == ""
+    assert problems[0].startswith("IAM unreachable")
+    assert problems[-1] == ""
     assert refreshes == ["failed", "ok"]
     assert all("pw-secret" not in p for p in problems)
 
@@ -156,9 +157,11 @@ async def test_a_401_under_aksk_pauses_every_poll_instead_of_retrying_each() -> 
             second = await client.fetch_job("p", "J")
             sent = sum(len(v) for v in m.requests.values())
     assert isinstance(first, AuthFailed)
-    assert isinstance(second, Transient) and second.retry_after == 30
+    assert isinstance(second, Transient)
+    assert second.retry_after == 30
     assert sent == 1  # the paused poll sent nothing: no second bad signature
-    assert "request_id=r-1" in problems[0] and "paused for 30s" in problems[0]
+    assert "request_id=r-1" in problems[0]
+    assert "paused for 30s" in problems[0]
 
 
 async def test_token_file_change_is_noticed_on_the_next_request(tmp_path: Path) -> None:
