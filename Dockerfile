@@ -1,0 +1,89 @@
+# servicestage-job-poller container image.
+#
+#   docker build -t servicestage-job-poller:0.1.0 \
+#     --build-arg REVISION="$(git rev-parse HEAD)" \
+#     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
+#
+# Two stages: the builder installs the package and its pinned dependencies
+# (deploy/constraints.txt, the versions the test suite ran against) into a virtualenv at
+# /opt/venv; the runtime stage is a clean python:3.11-slim with only that virtualenv copied in,
+# running as an unprivileged fixed UID (10001) that Kubernetes' runAsNonRoot can verify.
+#
+# For fully reproducible builds pin the base image by digest as well, e.g.
+#   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>
+# Both stages must use the same image: the virtualenv refers to /usr/local/bin/python3.11.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- builder -------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+
+# Dependencies first, from the pinned constraints only: this layer is rebuilt when the pins
+# change, not on every code change.  Every dependency ships manylinux wheels for CPython 3.11
+# (amd64 and arm64), so no compiler is needed.
+COPY deploy/constraints.txt deploy/constraints.txt
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --requirement deploy/constraints.txt
+
+# Then the package itself (README.md is the package's long description, so the build needs it).
+# pip check fails the build if the constraints no longer satisfy pyproject.toml.
+COPY pyproject.toml README.md ./
+COPY poller/ poller/
+RUN /opt/venv/bin/pip install --no-cache-dir --constraint deploy/constraints.txt . \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/poller --version
+
+# --- runtime -------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+
+LABEL org.opencontainers.image.title="servicestage-job-poller" \
+      org.opencontainers.image.description="Watches Huawei Cloud ServiceStage jobs and publishes every task and job state change to Redis streams, exactly once." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+
+# PYTHONDONTWRITEBYTECODE: the root filesystem is read-only in Kubernetes (pip already compiled
+# the bytecode in the builder).  PYTHONFAULTHANDLER: tracebacks of all threads on a fatal signal.
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONFAULTHANDLER=1
+
+RUN groupadd --system --gid 10001 poller \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin poller
+
+# Owned by root and not writable by the runtime user.
+COPY --from=builder /opt/venv /opt/venv
+
+USER 10001:10001
+
+# /healthz, /readyz and /metrics (POLLER_HTTP_PORT).
+EXPOSE 9464
+
+# Exec-form ENTRYPOINT: the daemon is PID 1 and receives SIGTERM itself; it drains in-flight
+# polls within POLLER_SHUTDOWN_GRACE (default 10 s) and exits 0.  Give it longer than that
+# (docker stop --time / Kubernetes terminationGracePeriodSeconds).
+STOPSIGNAL SIGTERM
+
+# No curl in slim images: Python's urllib.  urlopen raises (exit 1) on refusal, timeout or any
+# non-2xx answer.  Follows POLLER_HTTP_PORT when it is changed; fails when it is 0 (disabled).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('POLLER_HTTP_PORT', '9464'), timeout=4)"]
+
+ENTRYPOINT ["poller"]
+CMD ["run"]
