@@ -33,6 +33,8 @@ from redis.exceptions import ResponseError
 from poller.statuses import is_terminal
 from poller.store.schema import Keys
 
+# Blocking reads must return before the client's socket timeout (5 s in ``store.connect``).
+
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -137,7 +139,7 @@ async def tail_events(
     *,
     job_id: str | None = None,
     start: str = "0-0",
-    block_ms: int = 5000,
+    block_ms: int = 2000,
     follow: bool = True,
 ) -> AsyncIterator[JobEvent]:
     """Events of every job (or of ``job_id``) after ``start``; with ``follow``, wait for more."""
@@ -171,7 +173,7 @@ class ConsumerGroup:
         consumer: str,
         start: str = "0-0",
         claim_idle_ms: int = 60_000,
-        block_ms: int = 5000,
+        block_ms: int = 2000,
         count: int = 100,
     ) -> None:
         self.redis = redis

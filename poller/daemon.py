@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -44,7 +45,8 @@ def _rate_gate(store: Store, per_second: float) -> Gate:
                 return
             if wait <= 0:
                 return
-            await anyio.sleep(wait)
+            # Spread the retries over one slot: every waiting poll was told the same time.
+            await anyio.sleep(wait + random.random() / per_second)
 
     return gate
 

@@ -41,7 +41,8 @@ def parse_message(raw: bytes, default_project: str) -> Admission | Invalid:
 
     A message whose first non-blank character is ``{`` is a JSON object with a string
     ``job_id`` (and optional ``project_id``, ``instance_id``, ``meta`` object, ``force``
-    boolean); anything else is a bare job ID with surrounding whitespace stripped.
+    boolean; ``null`` counts as absent, other fields are ignored so producers may add their
+    own); anything else is a bare job ID with surrounding whitespace stripped.
     """
     if len(raw) > MAX_MESSAGE_BYTES:
         return Invalid(f"message too long ({len(raw)} bytes, limit {MAX_MESSAGE_BYTES})")
@@ -62,15 +63,13 @@ def parse_message(raw: bytes, default_project: str) -> Admission | Invalid:
         return Invalid(f"bad JSON: {exc}")
     if not isinstance(doc, dict):
         return Invalid("JSON message is not an object")
-    unknown = sorted(set(doc) - _KNOWN_FIELDS)
-    if unknown:
-        return Invalid(f"unknown field(s): {', '.join(unknown)}")
+    doc = {k: v for k, v in doc.items() if k in _KNOWN_FIELDS and v is not None}
     job_id = doc.get("job_id")
     if not isinstance(job_id, str):
         return Invalid("job_id missing or not a string")
     if not is_valid_id(job_id):
         return Invalid(f"invalid job_id {_describe(job_id)}")
-    project = doc.get("project_id", default_project)
+    project = doc.get("project_id") or default_project
     if not isinstance(project, str) or (project and not is_valid_id(project)):
         return Invalid(f"invalid project_id {_describe(str(project))}")
     instance = doc.get("instance_id", "")

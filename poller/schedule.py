@@ -55,11 +55,10 @@ def backoff_delay(
     """Delay before retry number ``attempt`` (1-based) of a failed poll.
 
     Full jitter over ``min(backoff_max, backoff_initial * 2**(attempt-1))``; a server's
-    ``Retry-After`` is a floor, never shortened (but capped at ``backoff_max`` so a hostile
-    header cannot park a job for hours).
+    ``Retry-After`` is a floor, never shortened (the client caps what it parses at an hour).
     """
     ceiling = min(policy.backoff_max, policy.backoff_initial * 2.0 ** max(0, attempt - 1))
     delay = rng.uniform(0.0, ceiling)
     if retry_after is not None and retry_after > 0:
-        delay = max(delay, min(retry_after, policy.backoff_max))
+        delay = max(delay, retry_after)
     return delay

@@ -80,6 +80,7 @@ class Plan:
     due_at: float | None = None
     last_error: str = ""
     retry_after: float | None = field(default=None)
+    request_id: str = ""
 
     @property
     def retires(self) -> bool:
@@ -133,11 +134,13 @@ def plan_after_poll(
     if timed_out(state, now, policy):
         return plan_timeout(state, now, policy)
     if isinstance(outcome, Rejected):
-        return _abandon(state, now, REASON_REJECTED, outcome.detail, "rejected")
+        plan = _abandon(state, now, REASON_REJECTED, outcome.detail, "rejected")
+        return dataclasses.replace(plan, request_id=outcome.request_id)
     if isinstance(outcome, NotFound):
         since = state.not_found_since if state.not_found_since is not None else now
         if now - since >= policy.not_found_grace:
-            return _abandon(state, now, REASON_NOT_FOUND, outcome.detail, "not_found")
+            plan = _abandon(state, now, REASON_NOT_FOUND, outcome.detail, "not_found")
+            return dataclasses.replace(plan, request_id=outcome.request_id)
         attempts = state.attempts + 1
         delay = max(
             backoff_delay(policy, attempts, rng), policy.poll_interval * rng.uniform(0.5, 1)
@@ -151,6 +154,7 @@ def plan_after_poll(
             not_found_since=since,
             due_at=max(due, now),
             last_error=f"not_found: {outcome.detail}",
+            request_id=outcome.request_id,
         )
     retry_after = outcome.retry_after if isinstance(outcome, Transient) else None
     detail = outcome.reason if isinstance(outcome, Transient) else f"unauthorized: {outcome.detail}"
@@ -166,6 +170,7 @@ def plan_after_poll(
         due_at=now + backoff_delay(policy, attempts, rng, retry_after=retry_after),
         last_error=detail,
         retry_after=retry_after,
+        request_id=outcome.request_id,
     )
 
 

@@ -61,7 +61,10 @@ class Worker:
         self.client = client
         self.metrics = metrics or Metrics()
         self.health = health or Health()
-        self.clock = clock
+        self._local_clock = clock
+        # Replicas compare times (due, lease deadlines) through Redis, so they all read
+        # Redis's clock: the local clock plus the offset measured by housekeeping.
+        self._clock_offset = 0.0
         self.rng = rng or random.Random()
         self.replica_id = replica_id or settings.replica_id or default_replica_id()
         self.policy = Policy.from_settings(settings)
@@ -72,6 +75,16 @@ class Worker:
         self._stopping = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
+
+    def clock(self) -> float:
+        """Now, on the Redis server's clock (epoch seconds)."""
+        return self._local_clock() + self._clock_offset
+
+    async def _sync_clock(self) -> None:
+        before = self._local_clock()
+        server = await self.store.server_time()
+        after = self._local_clock()
+        self._clock_offset = server - (before + after) / 2
 
     # --- control --------------------------------------------------------------------------
 
@@ -93,6 +106,9 @@ class Worker:
         """Run until :meth:`stop`, then drain and hand back unfinished work."""
         self.log.info("worker starting", concurrency=self.settings.concurrency)
         try:
+            # Heart-beat before taking any message, so a crash right after the first take is
+            # noticed and the message handed back.
+            await self._register()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._intake_loop)
                 tg.start_soon(self._housekeeping_loop)
@@ -104,6 +120,26 @@ class Worker:
             with anyio.CancelScope(shield=True), anyio.move_on_after(grace):
                 await self._hand_back()
         self.log.info("worker stopped")
+
+    async def _register(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._sync_clock()
+                await self.store.heartbeat(self.replica_id, self.clock() + self._heartbeat_ttl)
+                return
+            except RedisError as exc:
+                failures += 1
+                self._redis_failed("register", exc)
+                await self._sleep_unless_stopping(min(5.0, 0.1 * 2**failures))
+
+    @property
+    def _housekeeping_period(self) -> float:
+        return max(0.2, min(5.0, self.settings.lease_seconds / 3))
+
+    @property
+    def _heartbeat_ttl(self) -> float:
+        return max(3 * self._housekeeping_period, 10.0)
 
     # --- scheduling -------------------------------------------------------------------------
 
@@ -119,7 +155,7 @@ class Worker:
                     now = self.clock()
                     limit = min(free, self.settings.claim_batch)
                     try:
-                        claimed, next_due = await self.store.claim_due(
+                        claim = await self.store.claim_due(
                             self.replica_id, now, self.settings.lease_seconds, limit
                         )
                         failures = 0
@@ -128,6 +164,10 @@ class Worker:
                         self._redis_failed("claim", exc)
                         await self._sleep_unless_stopping(min(5.0, 0.1 * 2**failures))
                         continue
+                    for member, reason in claim.quarantined:
+                        self.log.error("job state unreadable; moved to dead letters",
+                                       member=member, reason=reason)  # fmt: skip
+                    claimed, next_due = claim.jobs, claim.next_due
                     for state in claimed:
                         scope = anyio.CancelScope()
                         member = job_member(state.project_id, state.job_id)
@@ -135,7 +175,7 @@ class Worker:
                         self._idle = anyio.Event()
                         self.metrics.inflight.set(len(self._inflight))
                         polls.start_soon(self._poll_one, member, state, scope)
-                    if len(claimed) == limit:
+                    if len(claimed) + len(claim.quarantined) == limit:
                         continue  # more may be due right now
                     if next_due is not None:
                         wait = min(wait, max(0.0, next_due - self.clock()))
@@ -167,6 +207,7 @@ class Worker:
         started = self.clock()
         if state.due_at is not None:
             self.metrics.poll_lag.observe(max(0.0, started - state.due_at))
+        retry_in = 0.0  # when the poll ends uncommitted: due again at once (drain, lost lease)
         try:
             with scope:
                 if timed_out(state, started, self.policy):
@@ -180,15 +221,26 @@ class Worker:
                     )
                 await self._commit(member, state, plan)
         except Exception:
-            # A bug must not take the replica down: the lease lapses and the job is retried.
+            # A bug must not take the replica down: hand the job back for a later retry.
             self.log.exception("poll crashed", job_id=state.job_id, project_id=state.project_id)
+            retry_in = self.settings.lease_seconds
         finally:
-            self._inflight.pop((member, state.token), None)
+            entry = self._inflight.pop((member, state.token), None)
+            if entry is not None and not entry.committed:
+                await self._release(state, retry_in)
             self.metrics.inflight.set(len(self._inflight))
             self.metrics.poll_duration.observe(max(0.0, self.clock() - started))
             if not self._inflight:
                 self._idle.set()
             self._nudge()
+
+    async def _release(self, state: JobState, delay: float) -> None:
+        """Give an uncommitted lease back (shielded: it runs while a drain cancels polls)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+            try:
+                await self.store.release(state, self.clock() + delay)
+            except RedisError as exc:
+                self._redis_failed("release", exc)
 
     async def _commit(self, member: str, state: JobState, plan: Plan) -> None:
         commit_id = uuid.uuid4().hex
@@ -215,6 +267,7 @@ class Worker:
                 fields = event.as_dict()
                 bound.info(
                     fields["event"],
+                    request_id=plan.request_id or None,
                     seq=int(fields["seq"]),
                     task=fields.get("task_name") or None,
                     from_status=fields["from_status"],
@@ -227,6 +280,7 @@ class Worker:
                     outcome=plan.outcome,
                     error=plan.last_error,
                     attempt=plan.attempts,
+                    request_id=plan.request_id or None,
                 )
             else:
                 bound.debug("polled", outcome=plan.outcome, next_in=_next_in(plan, self.clock()))
@@ -294,12 +348,19 @@ class Worker:
                     entry.scope.cancel()
 
     async def _housekeeping_loop(self) -> None:
-        period = max(0.2, min(5.0, self.settings.lease_seconds / 3))
+        period = self._housekeeping_period
+        sweep_every = max(1, int(60 / period))
+        rounds = 0
         while True:
-            now = self.clock()
             try:
-                await self.store.heartbeat(self.replica_id, now + max(3 * period, 10.0))
+                await self._sync_clock()
+                now = self.clock()
+                await self.store.heartbeat(self.replica_id, now + self._heartbeat_ttl)
                 recovered = await self.store.recover_orphans(now)
+                if rounds % sweep_every == 0:
+                    # In-flight lists of replicas that died before their first heartbeat.
+                    recovered += await self.store.recover_unregistered()
+                rounds += 1
                 if recovered:
                     self.metrics.orphans_recovered.inc(recovered)
                     self.log.warning(
@@ -320,14 +381,9 @@ class Worker:
             await anyio.sleep(period)
 
     async def _hand_back(self) -> None:
-        now = self.clock()
-        for entry in list(self._inflight.values()):
-            if entry.committed:
-                continue
-            try:
-                await self.store.release(entry.state, now)
-            except RedisError as exc:
-                self._redis_failed("release", exc)
+        for entry in list(self._inflight.values()):  # normally empty: polls release their own
+            if not entry.committed:
+                await self._release(entry.state, 0.0)
         self._inflight.clear()
         try:
             returned = await self.store.deregister(self.replica_id)

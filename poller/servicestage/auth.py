@@ -13,6 +13,7 @@ Secrets are held in :class:`~poller.config.Secret` and never put into messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -224,6 +225,9 @@ class IamToken:
         self._obtained_at = 0.0
         self._expires_at = 0.0
         self._lock = anyio.Lock()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_problem = ""
         self.fetches = 0  # IAM requests made (observable in tests and metrics)
 
     def _refresh_due(self) -> float:
@@ -253,11 +257,12 @@ class IamToken:
         self.fetches += 1
         try:
             async with self._session.post(self._url, json=body, timeout=self._timeout) as resp:
-                text = await resp.text()
+                raw = await resp.read()
                 token = resp.headers.get("X-Subject-Token", "")
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._problem(f"IAM unreachable: {type(exc).__name__}") from None
+        text = raw.decode("utf-8", "replace")
         if status != 201 or not token:
             err = parse_error(text)
             raise self._problem(f"IAM refused the token request: HTTP {status} {err.code}".strip())
@@ -274,15 +279,35 @@ class IamToken:
         self._hooks.problem("")
 
     def _problem(self, message: str) -> AuthUnavailable:
+        self._last_problem = message
         self._hooks.refreshed("failed")
         self._hooks.problem(message)
         return AuthUnavailable(message)
 
+    def _still_valid(self) -> Secret:
+        """The current token if it has not expired yet (a failed renewal need not stop us)."""
+        if self._token is not None and self._clock() < self._expires_at:
+            return self._token
+        raise AuthUnavailable(self._last_problem or "no IAM token yet")
+
     async def _ensure(self, *, force_older_than: float | None = None) -> Secret:
         async with self._lock:
+            now = self._clock()
             stale = force_older_than is not None and self._obtained_at <= force_older_than
-            if stale or not self._fresh():
+            if not stale and self._fresh():
+                assert self._token is not None
+                return self._token
+            if now < self._retry_at:
+                # IAM failed moments ago: don't ask again for every waiting poll.
+                return self._still_valid()
+            try:
                 await self._fetch()
+            except AuthUnavailable:
+                self._failures += 1
+                self._retry_at = now + min(60.0, 2.0 ** (self._failures - 1))
+                return self._still_valid()
+            self._failures = 0
+            self._retry_at = 0.0
             assert self._token is not None
             return self._token
 
@@ -298,18 +323,16 @@ class IamToken:
         await self._ensure(force_older_than=self._clock() - 1.0)
 
     async def maintain(self) -> None:
-        """Renew the token before it expires, retrying with backoff while IAM is down."""
-        failures = 0
+        """Obtain the token at start and renew it before it expires, backing off on failure."""
         while True:
-            wait = max(0.0, self._refresh_due() - self._clock()) if self._token else 0.0
-            if failures:
-                wait = min(60.0, 2.0**failures)
+            now = self._clock()
+            if self._token is None or self._failures:
+                wait = max(0.0, self._retry_at - now)
+            else:
+                wait = max(0.0, self._refresh_due() - now)
             await anyio.sleep(wait)
-            try:
-                await self._ensure(force_older_than=self._clock() - 1.0)
-                failures = 0
-            except AuthUnavailable:
-                failures += 1
+            with contextlib.suppress(AuthUnavailable):
+                await self._ensure()
 
 
 def build_authenticator(

@@ -141,13 +141,18 @@ class ServiceStageClient:
                 return result
             if pages and result.task_count != pages[0].task_count:
                 return Transient("task_count changed while paging")
+            if pages and result.job_status != pages[0].job_status:
+                # The pages would describe different moments; compare only a consistent view.
+                return Transient("job status changed while paging")
             pages.append(result)
+            before = len(seen)
             seen.update(t.task_id for t in result.tasks)
             if len(seen) >= result.task_count:
                 break
-            if not result.tasks:
+            if len(seen) == before:
                 return Transient(
-                    f"incomplete snapshot: {len(seen)} of {result.task_count} tasks, empty page"
+                    f"incomplete snapshot: {len(seen)} of {result.task_count} tasks, "
+                    "a page brought no new task"
                 )
             if len(pages) >= MAX_PAGES:
                 return Transient("too many pages")
@@ -156,11 +161,11 @@ class ServiceStageClient:
 
     async def _get_page(self, url: URL) -> Page | PollOutcome:
         for attempt in (1, 2):
-            if self._gate is not None:
-                await self._gate()
             paused = self._pause.remaining()
             if paused > 0:
                 return Transient("authentication paused after a 401", retry_after=paused)
+            if self._gate is not None:
+                await self._gate()
             headers = {"Content-Type": "application/json;charset=utf8"}
             try:
                 headers.update(await self._auth.headers("GET", url, headers, b""))
@@ -173,7 +178,10 @@ class ServiceStageClient:
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     request_id = resp.headers.get("X-Request-Id", "")
-                    body = await resp.content.read(MAX_BODY_BYTES)
+                    body = await _read_body(resp)
+            except BodyTooLarge:
+                self._note("error")
+                return Transient(f"response body over {MAX_BODY_BYTES} bytes")
             except TimeoutError:
                 self._note("timeout")
                 return Transient("request timed out")
@@ -199,7 +207,8 @@ class ServiceStageClient:
                     except AuthUnavailable as exc:
                         return Transient(f"credentials unavailable: {exc}")
                     continue
-                if self._auth.pause_on_unauthorized:
+                if self._auth.pause_on_unauthorized and self._pause.remaining() <= 0:
+                    # Polls already in flight may bring more 401s: one pause per window.
                     pause = self._pause.trip()
                     self._report_auth(
                         f"401 under {self._auth.name} ({detail}, request_id={request_id or '-'}); "
@@ -207,9 +216,9 @@ class ServiceStageClient:
                     )
                 return AuthFailed(detail=detail, request_id=request_id)
             if status == 404:
-                return NotFound(detail=detail)
+                return NotFound(detail=detail, request_id=request_id)
             if status in (400, 403):
-                return Rejected(status=status, detail=detail)
+                return Rejected(status=status, detail=detail, request_id=request_id)
             return Transient(
                 f"HTTP {status}" + (f" {error.code}" if error.code else ""),
                 status=status,
@@ -225,6 +234,22 @@ class ServiceStageClient:
     def _note(self, label: str) -> None:
         if self._on_response is not None:
             self._on_response(label)
+
+
+class BodyTooLarge(Exception):
+    """The response body exceeds :data:`MAX_BODY_BYTES`."""
+
+
+async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body (``content.read(n)`` would return only what is buffered), bounded."""
+    if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    return bytes(body)
 
 
 def _short(exc: Exception) -> str:

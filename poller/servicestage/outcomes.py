@@ -30,6 +30,7 @@ class NotFound:
     """404: the job is not (yet) visible."""
 
     detail: str
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Rejected:
 
     status: int
     detail: str
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

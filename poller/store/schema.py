@@ -16,8 +16,9 @@ key                            type     what
 ``P:ratelimit``                STRING   GCRA theoretical arrival time for the global rate limit
 =============================  =======  ===============================================
 
-Job hash fields: ``project job instance meta`` (identity), ``state`` (``tracking`` or
-``finished``), ``snap`` (last complete snapshot, compact JSON), ``interval attempts nf_since
+Job hash fields: ``project job instance meta`` (identity), ``state`` (``tracking``,
+``finished``, or ``quarantined`` when it could not be decoded),
+``snap`` (last complete snapshot, compact JSON), ``interval attempts nf_since
 taken_at last_poll_at last_error`` (policy), ``seq`` (next event number), ``epoch token owner
 lease_until`` (lease, ``token`` empty when nobody holds it), ``due`` (when the
 poll was due, for lag), ``commit_id`` (the last applied
@@ -116,7 +117,7 @@ if state == 'tracking' then
 elseif state == 'finished' and ARGV[7] ~= '1' then
   result = 'finished'
 else
-  local seq = redis.call('HGET', KEYS[2], 'seq') or '1'
+  local seq = tostring(tonumber(redis.call('HGET', KEYS[2], 'seq') or '1') or 1)
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'project', ARGV[3], 'job', ARGV[4], 'instance', ARGV[5],
     'meta', ARGV[6], 'state', 'tracking', 'snap', '', 'interval', '0', 'attempts', '0',
@@ -131,9 +132,21 @@ return result
 """
 
 # Park an invalid message in the dead-letter list.  KEYS: dead, inflight.  ARGV: raw, record.
+# Only a message still in flight is parked, so a retry after a lost reply adds no second record.
 DEAD_LETTER: Final = """
+if redis.call('LREM', KEYS[2], 1, ARGV[1]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[1], ARGV[2])
-redis.call('LREM', KEYS[2], 1, ARGV[1])
+return 1
+"""
+
+# Take a job whose state cannot be decoded out of the schedule, and say so in the dead-letter
+# list (one bad hash must not stop the replicas).  KEYS: schedule, job hash, dead.
+# ARGV: member, token, record.  Returns 1, or 0 when the lease is no longer the caller's.
+QUARANTINE: Final = """
+if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'state', 'quarantined', 'token', '', 'owner', '')
+redis.call('LPUSH', KEYS[3], ARGV[3])
 return 1
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
@@ -51,7 +51,8 @@ def _float(value: str) -> float | None:
 
 
 def state_from_hash(fields: dict[str, str]) -> JobState:
-    """Decode a job hash (all values as text) into :class:`JobState`."""
+    """Decode a job hash (all values as text); raises ``ValueError`` when it is not valid."""
+    job_member(fields.get("project", ""), fields.get("job", ""))  # both IDs well-formed
     return JobState(
         job_id=fields.get("job", ""),
         project_id=fields.get("project", ""),
@@ -71,6 +72,15 @@ def state_from_hash(fields: dict[str, str]) -> JobState:
         last_poll_at=_float(fields.get("last_poll_at", "")),
         due_at=_float(fields.get("due", "")),
     )
+
+
+@dataclass(slots=True)
+class Claim:
+    """The result of one claim: leased jobs, quarantined ones, and the next due time."""
+
+    jobs: list[JobState] = field(default_factory=list)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    next_due: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,7 @@ class Store:
         self._renew = redis.register_script(schema.RENEW_LEASES)
         self._release = redis.register_script(schema.RELEASE)
         self._commit = redis.register_script(schema.COMMIT)
+        self._quarantine = redis.register_script(schema.QUARANTINE)
         self._rate = redis.register_script(schema.ACQUIRE_RATE)
 
     # --- intake -------------------------------------------------------------------------
@@ -184,26 +195,60 @@ class Store:
 
     # --- schedule and leases --------------------------------------------------------------
 
-    async def claim_due(
-        self, owner: str, now: float, lease: float, limit: int
-    ) -> tuple[list[JobState], float | None]:
+    async def claim_due(self, owner: str, now: float, lease: float, limit: int) -> Claim:
         """Atomically lease up to ``limit`` due jobs to ``owner`` until ``now + lease``.
 
-        Also returns when the schedule's earliest remaining entry is due (``None``: empty).
+        Also says when the schedule's earliest remaining entry is due (``None``: empty).  A job
+        whose stored state cannot be decoded is quarantined (out of the schedule, reported in
+        the dead-letter list) instead of being returned.
         """
         flat = await self._claim(
             keys=[self.keys.schedule],
             args=[repr(now), repr(now + lease), limit, owner, self.keys.job_prefix],
         )
-        claimed: list[JobState] = []
-        first = _text(flat[0])
+        claim = Claim(next_due=float(_text(flat[0])) if _text(flat[0]) else None)
         i = 1
         while i < len(flat):
-            count = int(flat[i + 2])
+            member, token, count = _text(flat[i]), _text(flat[i + 1]), int(flat[i + 2])
             values = [_text(v) for v in flat[i + 3 : i + 3 + count]]
-            claimed.append(state_from_hash(dict(zip(values[::2], values[1::2], strict=True))))
             i += 3 + count
-        return claimed, float(first) if first else None
+            try:
+                fields = dict(zip(values[::2], values[1::2], strict=True))
+                claim.jobs.append(state_from_hash(fields))
+            except (ValueError, KeyError, TypeError) as exc:
+                reason = f"unreadable job state: {type(exc).__name__}: {exc}"[:300]
+                await self.quarantine(member, token, reason, now)
+                claim.quarantined.append((member, reason))
+        return claim
+
+    async def quarantine(self, member: str, token: str, reason: str, now: float) -> bool:
+        """Take a job out of the schedule and record why in the dead-letter list."""
+        record = json.dumps({"raw": member, "reason": reason, "at": format_timestamp(now)})
+        result = await self._quarantine(
+            keys=[self.keys.schedule, self.keys.job(member), self.keys.dead],
+            args=[member, token, record],
+        )
+        return bool(int(result))
+
+    async def server_time(self) -> float:
+        """The Redis server's clock, in epoch seconds."""
+        seconds, micros = await self.redis.time()
+        return float(seconds) + float(micros) / 1e6
+
+    async def recover_unregistered(self) -> int:
+        """Hand back in-flight lists whose replica never registered (died before heart-beating)."""
+        known = {_text(r) for r in await self.redis.zrange(self.keys.replicas, 0, -1)}
+        moved = 0
+        async for key in self.redis.scan_iter(match=self.keys.inflight_prefix + "*", count=500):
+            replica = _text(key)[len(self.keys.inflight_prefix) :]
+            if replica in known:
+                continue
+            # Registered since the listing? Then it is alive: leave its list alone.
+            if await self.redis.zscore(self.keys.replicas, replica) is not None:
+                continue
+            while await self.redis.lmove(key, self.keys.intake, "RIGHT", "RIGHT") is not None:
+                moved += 1
+        return moved
 
     async def renew(self, leases: Sequence[tuple[str, str]], until: float) -> list[bool]:
         """Extend ``(member, token)`` leases to ``until``; False where the lease was lost."""

@@ -178,6 +178,22 @@ async def test_120_tasks_behind_a_50_task_page_cap_arrive_complete(
     assert stats["requests"]  # the emulator was really asked
 
 
+async def test_pages_far_larger_than_one_network_read_are_read_whole(
+    sim: SimHandle, store: Store, redis_server: LocalRedis, prefix: str
+) -> None:
+    bulky = "x" * 4000  # ~400 KB per page of 100 tasks
+    tasks = [{"task_name": f"T{i}", "task_index": i, "messages": bulky,
+              "steps": [[0, "RUNNING"], [1, "SUCCEEDED"]]} for i in range(1, 101)]  # fmt: skip
+    job_id = await sim.create_job(
+        {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [1, "SUCCEEDED"]], "tasks": tasks}
+    )
+    settings = fast_settings(redis_server.url, prefix, sim.url, page_size=100)
+    async with running_worker(settings):
+        await store.enqueue(job_id)
+        first = await events_until(store, lambda ev: len(ev) >= 101, job_id=job_id)
+    assert all(e.fields["messages"] == bulky for e in first[:100])
+
+
 async def test_tasks_appearing_in_a_later_phase_get_first_sight_events(
     sim: SimHandle, store: Store, redis_server: LocalRedis, prefix: str
 ) -> None:

@@ -279,7 +279,7 @@ async def test_killed_daemon_jobs_are_finished_by_another_replica(
         assert final_of(job_events) == ("job.status_changed", "SUCCEEDED"), job_id
 
 
-async def test_sigterm_hands_jobs_back_and_exits_zero(
+async def test_sigterm_hands_in_flight_polls_back_and_exits_zero(
     redis_server: LocalRedis, prefix: str, tmp_path: Path
 ) -> None:
     spec = {
@@ -289,22 +289,37 @@ async def test_sigterm_hands_jobs_back_and_exits_zero(
     }
     async with sim_with() as sim:
         ids = [await sim.create_job(spec) for _ in range(3)]
-        env = _daemon_env(redis_server.url, prefix, sim.url)
+        env = _daemon_env(
+            redis_server.url, prefix, sim.url, POLLER_SHUTDOWN_GRACE="1", POLLER_LEASE_SECONDS="30"
+        )
         store = Store(connect(redis_server.url), Keys(prefix))
         async with daemon(env, tmp_path / "d.log") as proc:
             await store.enqueue(*ids)
             await events_until(store, lambda ev: len(ev) >= 6)
+            await sim.set_faults(latency=30)  # every poll from now on hangs past the grace
+            await eventually(lambda: _leased(store, ids))
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(10):
                 code = await proc.wait()
+        stopped_at = await store.server_time()
         views = [await store.get_job(PROJECT, j) for j in ids]
         replicas = await store.redis.zcard(store.keys.replicas)
         await store.redis.aclose()
     assert code == 0
-    assert all(v is not None and v.tracking and v.state.token == "" for v in views)
+    for view in views:
+        assert view is not None
+        assert view.tracking
+        assert view.state.token == ""  # lease handed back...
+        assert view.due_at is not None
+        assert view.due_at <= stopped_at  # ...and due at once, not after the 30 s lease
     assert replicas == 0
     log = (tmp_path / "d.log").read_text()
     assert '"worker stopped"' in log
+
+
+async def _leased(store: Store, ids: list[str]) -> bool:
+    views = [await store.get_job(PROJECT, j) for j in ids]
+    return all(v is not None and v.state.token != "" for v in views)
 
 
 def test_poller_run_reports_a_bad_setting_before_touching_anything() -> None:

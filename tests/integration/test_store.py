@@ -31,7 +31,7 @@ async def admit(
 
 
 async def claim_one(store: Store, owner: str, now: float, lease: float = 30) -> JobState:
-    claimed, _ = await store.claim_due(owner, now, lease, 10)
+    claimed = (await store.claim_due(owner, now, lease, 10)).jobs
     assert len(claimed) == 1
     return claimed[0]
 
@@ -46,9 +46,9 @@ async def test_admitted_job_is_due_at_once_and_claimed_with_a_lease(store: Store
     state = await claim_one(store, "r1", NOW)
     assert (state.job_id, state.project_id, state.seq, state.owner) == ("JOB-1", "proj", 1, "r1")
     assert state.token == "1"
-    again, next_due = await store.claim_due("r2", NOW + 1, 30, 10)
-    assert again == []
-    assert next_due == NOW + 30  # the lease deadline
+    again = await store.claim_due("r2", NOW + 1, 30, 10)
+    assert again.jobs == []
+    assert again.next_due == NOW + 30  # the lease deadline
 
 
 async def test_commit_publishes_to_both_streams_and_advances_seq(store: Store) -> None:
@@ -100,9 +100,9 @@ async def test_renewal_keeps_the_lease_and_pushes_the_deadline(store: Store) -> 
     await admit(store)
     state = await claim_one(store, "r1", NOW, lease=5)
     assert await store.renew([("proj:JOB-1", state.token)], NOW + 50) == [True]
-    claimed, next_due = await store.claim_due("r2", NOW + 10, 5, 10)
-    assert claimed == []
-    assert next_due == NOW + 50
+    claim = await store.claim_due("r2", NOW + 10, 5, 10)
+    assert claim.jobs == []
+    assert claim.next_due == NOW + 50
 
 
 async def test_release_makes_the_job_due_again(store: Store) -> None:
@@ -197,3 +197,33 @@ async def test_global_rate_limit_spaces_requests(store: Store) -> None:
     assert await store.acquire_rate(10, burst=1) == 0
     wait = await store.acquire_rate(10, burst=1)
     assert 0 < wait <= 0.1
+
+
+async def test_unreadable_job_state_is_quarantined_not_fatal(store: Store) -> None:
+    await admit(store, "JOB-bad")
+    await admit(store, "JOB-good")
+    await store.redis.hset(store.keys.job("proj:JOB-bad"), "snap", "{not json")
+    claim = await store.claim_due("r1", NOW, 30, 10)
+    assert [s.job_id for s in claim.jobs] == ["JOB-good"]
+    assert [m for m, _ in claim.quarantined] == ["proj:JOB-bad"]
+    assert await store.redis.zscore(store.keys.schedule, "proj:JOB-bad") is None
+    (record,) = await store.redis.lrange(store.keys.dead, 0, -1)
+    assert json.loads(record)["raw"] == "proj:JOB-bad"
+    assert "unreadable job state" in json.loads(record)["reason"]
+
+
+async def test_dead_letter_retried_after_a_lost_reply_records_once(store: Store) -> None:
+    await store.enqueue(b"a/b")
+    (raw,) = await store.take_messages("r1", 10, 0)
+    await store.dead_letter("r1", raw, "invalid job_id", NOW)
+    await store.dead_letter("r1", raw, "invalid job_id", NOW)  # the same call, replayed
+    assert await store.redis.llen(store.keys.dead) == 1
+
+
+async def test_inflight_list_of_a_replica_that_never_registered_is_recovered(store: Store) -> None:
+    await store.enqueue(b"JOB-A")
+    await store.take_messages("ghost", 10, 0)  # took a message, died before any heartbeat
+    await store.heartbeat("alive", NOW + 100)
+    await store.take_messages("alive", 10, 0)  # nothing left for it; its list stays empty
+    assert await store.recover_unregistered() == 1
+    assert await store.take_messages("alive", 10, 0) == [b"JOB-A"]

@@ -102,12 +102,32 @@ async def test_iam_unreachable_is_reported_and_retried_later() -> None:
             m.post(TOKENS, exception=aiohttp.ClientConnectionError("down"))
             with pytest.raises(AuthUnavailable, match="IAM unreachable"):
                 await auth.headers("GET", URL("http://a/"), {}, b"")
+            with pytest.raises(AuthUnavailable, match="IAM unreachable"):
+                await auth.headers("GET", URL("http://a/"), {}, b"")  # remembered, not re-asked
+            assert auth.fetches == 1
+            clock.now += 1.5  # past the first retry delay
             token_reply(m, "tok-1", clock.now + 3600)
             assert await auth.headers("GET", URL("http://a/"), {}, b"") == {"X-Auth-Token": "tok-1"}
     assert problems[0].startswith("IAM unreachable")
     assert problems[-1] == ""
     assert refreshes == ["failed", "ok"]
     assert all("pw-secret" not in p for p in problems)
+
+
+async def test_a_failed_renewal_keeps_using_the_token_until_it_expires() -> None:
+    clock = Clock()
+    async with aiohttp.ClientSession() as session:
+        auth = iam(session, clock)
+        with aioresponses() as m:
+            token_reply(m, "tok-1", clock.now + 1000)
+            await auth.headers("GET", URL("http://a/"), {}, b"")
+            clock.now += 950  # renewal due
+            m.post(TOKENS, status=503, body="<html>\xe9</html>".encode("latin-1"))
+            assert await auth.headers("GET", URL("http://a/"), {}, b"") == {"X-Auth-Token": "tok-1"}
+            clock.now += 100  # now expired, and IAM still down
+            m.post(TOKENS, status=503, body=b"")
+            with pytest.raises(AuthUnavailable, match="HTTP 503"):
+                await auth.headers("GET", URL("http://a/"), {}, b"")
 
 
 async def test_wrong_iam_password_is_a_clear_problem() -> None:

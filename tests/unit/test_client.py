@@ -164,3 +164,22 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("-3") == 0
+
+
+async def test_job_status_changing_between_pages_is_transient(client: ServiceStageClient) -> None:
+    with aioresponses() as m:
+        m.get(URL_RE, payload=body(status="RUNNING", tasks=2, count=4))
+        m.get(URL_RE, payload=body(status="SUCCEEDED", tasks=2, count=4, start=3))
+        outcome = await client.fetch_job("proj", "JOB-1")
+    assert isinstance(outcome, Transient)
+    assert "job status changed" in outcome.reason
+
+
+async def test_a_page_that_brings_no_new_task_stops_paging(client: ServiceStageClient) -> None:
+    with aioresponses() as m:  # a server that ignores offset
+        m.get(URL_RE, payload=body(tasks=2, count=5), repeat=True)
+        outcome = await client.fetch_job("proj", "JOB-1")
+        sent = sum(len(v) for v in m.requests.values())
+    assert isinstance(outcome, Transient)
+    assert "no new task" in outcome.reason
+    assert sent == 2

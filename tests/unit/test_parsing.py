@@ -159,13 +159,17 @@ def test_json_message_with_every_field() -> None:
         (b'{"job_id":"ok","meta":[1]}', "meta is not"),
         (b'{"job_id":"ok","force":"yes"}', "force"),
         (b'{"job_id":"ok","project_id":"a/b"}', "project_id"),
-        (b'{"job_id":"ok","extra":1}', "unknown field"),
     ],
 )
 def test_invalid_messages_say_why(raw: bytes, reason: str) -> None:
     result = parse_message(raw, "proj")
     assert isinstance(result, Invalid)
     assert reason in result.reason
+
+
+def test_unknown_fields_are_ignored_and_null_means_absent() -> None:
+    raw = b'{"job_id":"JOB-1","source":"ci","project_id":null,"meta":null,"force":null}'
+    assert parse_message(raw, "proj") == Admission(job_id="JOB-1", project_id="proj")
 
 
 def test_missing_default_project_is_invalid() -> None:
