@@ -1,4 +1,5 @@
-"""The ``/_sim`` admin API: create and inspect jobs, move the clock, set faults, read counters.
+"""The ``/_sim`` admin API: create and inspect jobs, move the clock, set faults, read counters,
+inspect credentials, revoke IAM tokens and lift AK locks.
 
 It needs no credentials and is never faulted.  Errors are ``{"error": "..."}``.
 """
@@ -30,6 +31,9 @@ def add_admin_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/_sim/faults", replace_faults)
     router.add_get("/_sim/stats", read_stats)
     router.add_delete("/_sim/stats", reset_stats)
+    router.add_get("/_sim/auth", read_auth)
+    router.add_post("/_sim/iam/revoke", revoke_iam_tokens)
+    router.add_post("/_sim/aksk/unlock", unlock_access_keys)
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -118,6 +122,35 @@ async def reset_stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.reset_stats()
     return web.json_response(state.stats.as_dict())
+
+
+async def read_auth(request: web.Request) -> web.Response:
+    """``GET /_sim/auth``: accepted credentials without secrets, AK lock state, live tokens."""
+    return web.json_response(auth_overview(request.app[STATE]))
+
+
+async def revoke_iam_tokens(request: web.Request) -> web.Response:
+    """``POST /_sim/iam/revoke``: every IAM token issued so far is refused from now on."""
+    return web.json_response({"revoked": request.app[STATE].iam_tokens.revoke_all()})
+
+
+async def unlock_access_keys(request: web.Request) -> web.Response:
+    """``POST /_sim/aksk/unlock``: lift every AK lock and forget the failure counts."""
+    aksk = request.app[STATE].aksk
+    return web.json_response({"unlocked": aksk.unlock() if aksk is not None else []})
+
+
+def auth_overview(state: SimState) -> dict[str, object]:
+    """What ``GET /_sim/auth`` shows: AK IDs, user names, token counts -- never a secret."""
+    config = state.config
+    return {
+        "tokens": len(config.tokens),
+        "access_keys": list(config.access_key_ids),
+        "aksk": state.aksk.status() if state.aksk is not None else {},
+        "iam_users": [user.label for user in config.iam_users],
+        "iam_token_lifetime": config.iam_token_lifetime,
+        "iam_live_tokens": state.iam_tokens.live(),
+    }
 
 
 def _summary(state: SimState, job: SimJob) -> dict[str, object]:

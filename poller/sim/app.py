@@ -16,9 +16,11 @@ from aiohttp import web
 
 from poller.ids import ID_PATTERN
 from poller.sim.admin import add_admin_routes
+from poller.sim.aksk import read_body
 from poller.sim.auth import authenticate
 from poller.sim.config import SimConfig
 from poller.sim.faults import FaultConfig, FaultKind, choose_fault, choose_latency
+from poller.sim.iam import add_iam_routes
 from poller.sim.model import Visibility, visibility
 from poller.sim.render import error_body
 from poller.sim.state import STATE, PageKey, SimState
@@ -42,15 +44,25 @@ REQUEST_ID_HEADER: Final = "X-Request-Id"
 _TRUE_FALSE: Final = {"true": True, "false": False}
 
 
-def create_app(config: SimConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
-    """An aiohttp application emulating ServiceStage's job-details API plus the ``/_sim`` admin API.
+def create_app(
+    config: SimConfig,
+    *,
+    clock: Callable[[], float] | None = None,
+    wall_clock: Callable[[], float] | None = None,
+) -> web.Application:
+    """An aiohttp application emulating ServiceStage's job-details API plus the ``/_sim`` admin API
+    (and IAM's ``POST /v3/auth/tokens`` when ``config`` has IAM users).
 
-    ``clock`` returns epoch seconds (default :func:`time.time`); the configured jobs are created
-    at the moment this function runs.
+    ``clock`` returns epoch seconds for job timelines (default :func:`time.time`); the configured
+    jobs are created at the moment this function runs.  ``wall_clock`` (default
+    :func:`time.time`) is the time credentials are judged by: ``X-Sdk-Date``, AK locks, IAM
+    token expiry.
     """
     app = web.Application()
-    app[STATE] = SimState(config, clock or time.time)
+    app[STATE] = SimState(config, clock or time.time, wall_clock=wall_clock or time.time)
     app.router.add_get(JOB_DETAILS_PATH, get_job_details)
+    if config.iam_users:
+        add_iam_routes(app.router)
     add_admin_routes(app.router)
     app.on_response_prepare.append(_ensure_request_id)
     return app
@@ -80,6 +92,7 @@ async def get_job_details(request: web.Request) -> web.StreamResponse:
             response = _fault_response(fault, faults, request_id)
             stats.by_status[response.status] += 1
             return response
+    await read_body(request)
     status, body = _answer(request, state, request_id)
     if fault is FaultKind.TRUNCATED:
         body = body[: len(body) // 2]
@@ -96,7 +109,7 @@ async def get_job_details(request: web.Request) -> web.StreamResponse:
 def _answer(request: web.Request, state: SimState, request_id: str) -> tuple[int, bytes]:
     """The true answer: status and JSON body."""
     config = state.config
-    verdict = authenticate(config.authenticators, request)
+    verdict = authenticate(state.authenticators, request)
     if not verdict.accepted:
         message = f"Incorrect IAM authentication information: {verdict.detail}"
         return 401, error_body(verdict.error_code, message, request_id)

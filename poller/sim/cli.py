@@ -11,6 +11,13 @@ from typing import Final
 from poller.sim._fields import ScenarioError
 from poller.sim.auth import DEFAULT_TOKEN, token_auth
 from poller.sim.config import DEFAULT_PAGE_CAP, DEFAULT_PROJECT_ID, SimConfig
+from poller.sim.credentials import (
+    DEFAULT_AKSK_LOCK_SECONDS,
+    DEFAULT_IAM_TOKEN_LIFETIME,
+    IamUser,
+    parse_access_key_option,
+    parse_iam_user_option,
+)
 from poller.sim.faults import FAULT_KINDS, FaultConfig, faults_to_dict, parse_faults
 from poller.sim.generator import generate
 from poller.sim.scenario import Scenario, example_scenario_path, load_scenario, scenario_to_dict
@@ -29,13 +36,24 @@ examples:
   poller sim --example --time-scale 2             the shipped example jobs, twice as fast
   poller sim --generate 5 --print-scenario        print the generated scenario and exit
   poller sim --generate 50 --error-rate 0.1 --latency 0.05
+  poller sim --example --access-key AK1:SK1       also accept AK/SK-signed requests
+  poller sim --example --iam-user bot:pw@acme --iam-token-lifetime 60
+                                                  IAM tokens from POST /v3/auth/tokens
+
+auth: X-Auth-Token (--token, or a token issued by POST /v3/auth/tokens for an --iam-user),
+or SDK-HMAC-SHA256 signing with an --access-key.  Signature dates, AK locks (after more than
+5 bad signatures in a row) and token expiry follow the wall clock, not --manual-clock or
+--time-scale.  Secrets given here are never printed (but are visible to ps: local use only).
 
 admin API (no auth, never faulted):
   POST /_sim/jobs            create a job from a job spec (201; 409 if the ID exists)
   GET  /_sim/jobs[/{id}]     list jobs / one job's spec, timeline and current state
   POST /_sim/clock           {"advance": seconds} move the clock forward
   POST /_sim/faults          replace the fault settings, e.g. {"throttled_429": 0.2}
-  GET  /_sim/stats           request counts by status code, fault kind and job
+  GET  /_sim/stats           request counts by status code, fault kind and job; IAM and AK/SK
+  GET  /_sim/auth            access key IDs, lock state, IAM users, live tokens (no secrets)
+  POST /_sim/iam/revoke      refuse every IAM token issued so far (as after a password change)
+  POST /_sim/aksk/unlock     lift AK locks and reset failure counts
 """
 
 
@@ -88,6 +106,34 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--manual-clock",
         action="store_true",
         help="time moves only through POST /_sim/clock",
+    )
+    creds = parser.add_argument_group("AK/SK and IAM credentials")
+    creds.add_argument(
+        "--access-key",
+        action="append",
+        type=_access_key,
+        metavar="AK:SK",
+        help="accept requests signed with this key pair (SDK-HMAC-SHA256), repeatable",
+    )
+    creds.add_argument(
+        "--iam-user",
+        action="append",
+        type=_iam_user,
+        metavar="NAME:PASSWORD[@DOMAIN]",
+        help="serve POST /v3/auth/tokens for this user (any domain unless given), repeatable",
+    )
+    creds.add_argument(
+        "--iam-token-lifetime",
+        type=_positive_float,
+        metavar="SECONDS",
+        help=f"lifetime of issued IAM tokens (default: {DEFAULT_IAM_TOKEN_LIFETIME:g})",
+    )
+    creds.add_argument(
+        "--aksk-lock-seconds",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help=f"how long an AK stays locked after too many bad signatures "
+        f"(default: {DEFAULT_AKSK_LOCK_SECONDS:g})",
     )
     jobs = parser.add_argument_group("jobs")
     source = jobs.add_mutually_exclusive_group()
@@ -161,7 +207,8 @@ def run_sim(args: argparse.Namespace) -> int:
         note = " (default; choose with --token)" if default_token else ""
         print(
             f"poller sim: serving {handle.url} project_id={handle.project_id} "
-            f"token={tokens}{note} jobs={len(handle.state.jobs)} admin={handle.url}/_sim",
+            f"token={tokens}{note}{_credentials_note(handle)} "
+            f"jobs={len(handle.state.jobs)} admin={handle.url}/_sim",
             file=sys.stderr,
             flush=True,
         )
@@ -174,6 +221,18 @@ def run_sim(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _credentials_note(handle: SimHandle) -> str:
+    """AK IDs and IAM user names, never a secret."""
+    config = handle.config
+    note = ""
+    if config.access_keys:
+        note += f" access_keys={','.join(config.access_key_ids)}"
+    if config.iam_users:
+        users = ",".join(user.label for user in config.iam_users)
+        note += f" iam_users={users} iam={handle.iam_url}/v3/auth/tokens"
+    return note
 
 
 def _scenario(args: argparse.Namespace) -> Scenario:
@@ -191,6 +250,7 @@ def _scenario(args: argparse.Namespace) -> Scenario:
         upper_case_keys=loaded.upper_case_keys,
         faults=loaded.faults,
         description=loaded.description,
+        auth=loaded.auth,
     )
 
 
@@ -203,6 +263,16 @@ def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:
     if args.retry_after is not None:
         fault_doc["retry_after"] = args.retry_after
     upper = args.upper_case_keys if args.upper_case_keys is not None else scenario.upper_case_keys
+    auth = scenario.auth
+    access_keys = dict((auth.access_keys if auth else None) or {})
+    access_keys.update(args.access_key or [])
+    iam_users: tuple[IamUser, ...] = ((auth.iam_users if auth else None) or ()) + tuple(
+        args.iam_user or ()
+    )
+    lifetime = args.iam_token_lifetime or (auth.iam_token_lifetime if auth else None)
+    lock = args.aksk_lock_seconds
+    if lock is None and auth is not None:
+        lock = auth.aksk_lock_seconds
     return SimConfig(
         project_id=args.project_id or scenario.project_id or DEFAULT_PROJECT_ID,
         jobs=scenario.jobs,
@@ -212,6 +282,10 @@ def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:
         faults=parse_faults(fault_doc, "faults (from the scenario and the command line)"),
         manual_clock=args.manual_clock,
         time_scale=args.time_scale,
+        access_keys=access_keys,
+        iam_users=iam_users,
+        iam_token_lifetime=lifetime or DEFAULT_IAM_TOKEN_LIFETIME,
+        aksk_lock_seconds=DEFAULT_AKSK_LOCK_SECONDS if lock is None else lock,
     )
 
 
@@ -241,6 +315,27 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
+    return value
+
+
+def _access_key(text: str) -> tuple[str, str]:
+    try:
+        return parse_access_key_option(text)
+    except ValueError as exc:  # the message names the AK at most, never the secret
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _iam_user(text: str) -> IamUser:
+    try:
+        return parse_iam_user_option(text)
+    except ValueError as exc:  # the message names the user at most, never the password
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _non_negative_int(text: str) -> int:

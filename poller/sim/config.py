@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from poller.sim.auth import DEFAULT_TOKEN, Authenticator, TokenAuthenticator
+from poller.sim.credentials import (
+    DEFAULT_AKSK_LOCK_SECONDS,
+    DEFAULT_AKSK_MAX_FAILURES,
+    DEFAULT_IAM_TOKEN_LIFETIME,
+    IamUser,
+    check_access_keys,
+    check_seconds,
+)
 from poller.sim.faults import FaultConfig
 from poller.sim.scenario import JobSpec, Scenario
 
@@ -25,10 +34,18 @@ class SimConfig:
     - ``jobs``: created when the app is created; each job's clock starts then.
     - ``page_cap``: the most tasks one response carries, whatever ``limit`` asks.
     - ``upper_case_keys``: answer ``EXECUTION_STATUS``, ``TASK_ID``... instead of snake case.
-    - ``authenticators``: who may call the API; empty means anyone.  Default: token ``sim-token``.
+    - ``authenticators``: who may call the API.  Default: token ``sim-token``.  The API is open
+      to anyone only when this is empty *and* no access keys nor IAM users are configured.
+    - ``access_keys``: AK -> SK pairs accepted with ``SDK-HMAC-SHA256`` signing (left out of
+      ``repr``).  ``aksk_lock_seconds`` / ``aksk_max_failures``: more than that many signature
+      failures in a row lock an AK for that long (wall time, see :mod:`poller.sim.aksk`).
+    - ``iam_users``: users that may obtain tokens from ``POST /v3/auth/tokens`` (served only
+      when there are some); the tokens live ``iam_token_lifetime`` seconds of wall time and are
+      accepted as ``X-Auth-Token`` by the job API.
     - ``faults``: fault injection at start (the admin API can replace it).
     - ``manual_clock``: time moves only through ``POST /_sim/clock``; otherwise real time
-      multiplied by ``time_scale``.
+      multiplied by ``time_scale``.  This clock drives job timelines only; credentials (dates of
+      signatures, token expiry, AK locks) always use wall time.
     """
 
     project_id: str = DEFAULT_PROJECT_ID
@@ -39,12 +56,23 @@ class SimConfig:
     faults: FaultConfig = NO_FAULTS
     manual_clock: bool = False
     time_scale: float = 1.0
+    access_keys: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+    iam_users: tuple[IamUser, ...] = ()
+    iam_token_lifetime: float = DEFAULT_IAM_TOKEN_LIFETIME
+    aksk_lock_seconds: float = DEFAULT_AKSK_LOCK_SECONDS
+    aksk_max_failures: int = DEFAULT_AKSK_MAX_FAILURES
 
     def __post_init__(self) -> None:
         if self.page_cap < 1:
             raise ValueError(f"page_cap must be at least 1, got {self.page_cap}")
         if not self.time_scale > 0:
             raise ValueError(f"time_scale must be positive, got {self.time_scale}")
+        object.__setattr__(self, "access_keys", check_access_keys(self.access_keys))
+        object.__setattr__(self, "iam_users", tuple(self.iam_users))
+        check_seconds(self.iam_token_lifetime, "iam_token_lifetime", positive=True)
+        check_seconds(self.aksk_lock_seconds, "aksk_lock_seconds", positive=False)
+        if self.aksk_max_failures < 0:
+            raise ValueError(f"aksk_max_failures must be 0 or more, got {self.aksk_max_failures}")
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -55,11 +83,26 @@ class SimConfig:
                 found.update(authenticator.tokens)
         return tuple(sorted(found))
 
+    @property
+    def access_key_ids(self) -> tuple[str, ...]:
+        """The configured AKs, sorted (no secrets)."""
+        return tuple(sorted(self.access_keys))
+
 
 def config_from_scenario(scenario: Scenario, base: SimConfig | None = None) -> SimConfig:
     """``base`` (default settings if ``None``) with the scenario's jobs appended and the
-    settings the scenario sets (project, page cap, key case, faults) taking their place."""
+    settings the scenario sets (project, page cap, key case, faults, auth) taking their place;
+    the scenario's access keys and IAM users are added to the base's."""
     start = base or SimConfig()
+    auth = scenario.auth
+    access_keys = dict(start.access_keys)
+    iam_users = start.iam_users
+    lifetime, lock = start.iam_token_lifetime, start.aksk_lock_seconds
+    if auth is not None:
+        access_keys.update(auth.access_keys or {})
+        iam_users += auth.iam_users or ()
+        lifetime = auth.iam_token_lifetime or lifetime
+        lock = lock if auth.aksk_lock_seconds is None else auth.aksk_lock_seconds
     return SimConfig(
         project_id=scenario.project_id or start.project_id,
         jobs=start.jobs + scenario.jobs,
@@ -71,4 +114,9 @@ def config_from_scenario(scenario: Scenario, base: SimConfig | None = None) -> S
         faults=scenario.faults or start.faults,
         manual_clock=start.manual_clock,
         time_scale=start.time_scale,
+        access_keys=access_keys,
+        iam_users=iam_users,
+        iam_token_lifetime=lifetime,
+        aksk_lock_seconds=lock,
+        aksk_max_failures=start.aksk_max_failures,
     )

@@ -7,7 +7,8 @@ A scenario is JSON (or TOML, chosen by the ``.toml`` file extension)::
                "job_status": [[0, "RUNNING"], [12, "SUCCEEDED"]],
                "tasks": [{"task_name": "PREPARE", "task_index": 1,
                           "steps": [[0, "RUNNING"], [3.5, "SUCCEEDED"]]}]}],
-     "faults": {"throttled_429": 0.05}}
+     "faults": {"throttled_429": 0.05},
+     "auth": {"access_keys": {"AK1": "SK1"}, "iam_users": [{"name": "u", "password": "p"}]}}
 
 Times are seconds since the job's creation.  ``schema.json`` documents every field; this module
 also checks what a schema cannot (non-decreasing times, unique task indexes).
@@ -37,6 +38,7 @@ from poller.sim._fields import (
     require,
     string,
 )
+from poller.sim.credentials import AuthSpec, auth_to_dict, parse_auth
 from poller.sim.faults import FaultConfig, faults_to_dict, parse_faults
 from poller.statuses import JOB_STATUSES, TASK_STATUSES
 
@@ -62,8 +64,9 @@ JOB_TYPES: Final = frozenset(
 _T = TypeVar("_T")
 _TASK_ID_NAMESPACE: Final = uuid.UUID("6f1c1d4e-8a43-4c55-9a57-2d0c3f1c5b11")
 _SCENARIO_FIELDS: Final = frozenset(
-    {"$schema", "description", "project_id", "page_cap", "upper_case_keys", "jobs", "faults"}
-)
+    {"$schema", "description", "project_id", "page_cap", "upper_case_keys", "jobs", "faults",
+     "auth"}
+)  # fmt: skip
 _JOB_FIELDS: Final = frozenset(
     {
         "job_id", "project_id", "job_type", "job_status", "tasks", "visible_after", "missing",
@@ -132,6 +135,7 @@ class Scenario:
     upper_case_keys: bool | None = None
     faults: FaultConfig | None = None
     description: str | None = None
+    auth: AuthSpec | None = None
 
 
 def parse_scenario(doc: object) -> Scenario:
@@ -151,6 +155,7 @@ def parse_scenario(doc: object) -> Scenario:
         upper_case_keys=_opt(mapping, "upper_case_keys", boolean),
         faults=_opt(mapping, "faults", parse_faults),
         description=_opt(mapping, "description", string),
+        auth=_opt(mapping, "auth", parse_auth),
     )
 
 
@@ -243,6 +248,8 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, object]:
             doc[key] = value
     if scenario.faults is not None:
         doc["faults"] = faults_to_dict(scenario.faults)
+    if scenario.auth is not None:
+        doc["auth"] = auth_to_dict(scenario.auth)
     doc["jobs"] = [job_to_dict(job) for job in scenario.jobs]
     return doc
 

@@ -7,11 +7,14 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from poller.servicestage.signing import SignedRequest, sign_request
+from poller.sim.admin import auth_overview
 from poller.sim.app import JOB_DETAILS_PATH, create_app
 from poller.sim.config import SimConfig
 from poller.sim.faults import parse_faults
@@ -58,6 +61,46 @@ class SimHandle:
         """Headers that authenticate a request with :attr:`token`."""
         return {"X-Auth-Token": self.token} if self.token else {}
 
+    @property
+    def iam_url(self) -> str:
+        """The IAM endpoint (``POLLER_IAM_ENDPOINT``): this emulator, ``/v3/auth/tokens``."""
+        return self.url
+
+    @property
+    def access_key(self) -> str | None:
+        """The first configured AK (sorted), if any."""
+        keys = self.config.access_key_ids
+        return keys[0] if keys else None
+
+    def sign(
+        self,
+        method: str,
+        url: str,
+        *,
+        access_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        now: datetime | None = None,
+    ) -> SignedRequest:
+        """Sign a request with a configured key pair (default :attr:`access_key`) like a client.
+
+        Send ``signed.url`` (the query in canonical form; with aiohttp pass
+        ``yarl.URL(signed.url, encoded=True)``) with ``headers`` plus ``signed.headers``.
+        ``now`` defaults to the wall clock the emulator judges dates by.
+        """
+        key = access_key or self.access_key
+        if key is None or key not in self.config.access_keys:
+            raise KeyError(f"no such access key configured: {key!r}")
+        return sign_request(
+            method=method,
+            url=url,
+            headers=dict(headers or {}),
+            body=body,
+            access_key=key,
+            secret_key=self.config.access_keys[key],
+            now=now or datetime.fromtimestamp(self.state.wall_clock(), UTC),
+        )
+
     def job_url(self, job_id: str, project_id: str | None = None) -> str:
         """The job-details URL of ``job_id`` (in the default project unless given), IDs quoted."""
         project = quote(project_id or self.project_id, safe="")
@@ -88,6 +131,20 @@ class SimHandle:
         """Zero the request counters (like ``DELETE /_sim/stats``)."""
         self.state.reset_stats()
 
+    async def revoke_iam_tokens(self) -> int:
+        """Refuse every IAM token issued so far (like ``POST /_sim/iam/revoke``); how many
+        were live.  New tokens can still be obtained, as after a password change."""
+        return self.state.iam_tokens.revoke_all()
+
+    async def unlock_access_keys(self) -> list[str]:
+        """Lift every AK lock and reset failure counts (like ``POST /_sim/aksk/unlock``);
+        the AKs that were locked."""
+        return self.state.aksk.unlock() if self.state.aksk is not None else []
+
+    async def auth_status(self) -> dict[str, Any]:
+        """Credentials without secrets, AK lock state, live IAM tokens (like ``GET /_sim/auth``)."""
+        return auth_overview(self.state)
+
 
 @asynccontextmanager
 async def running_sim(
@@ -96,9 +153,13 @@ async def running_sim(
     host: str = "127.0.0.1",
     port: int = 0,
     clock: Callable[[], float] | None = None,
+    wall_clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[SimHandle]:
-    """Serve an emulator on ``host:port`` (port 0: a free one) for the duration of the block."""
-    app = create_app(config or SimConfig(), clock=clock)
+    """Serve an emulator on ``host:port`` (port 0: a free one) for the duration of the block.
+
+    ``clock`` drives job timelines, ``wall_clock`` credentials (see :func:`create_app`).
+    """
+    app = create_app(config or SimConfig(), clock=clock, wall_clock=wall_clock)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:

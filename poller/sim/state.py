@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,11 +11,14 @@ from typing import Final
 
 from aiohttp import web
 
+from poller.sim.aksk import AkSkAuthenticator
+from poller.sim.auth import Authenticator
 from poller.sim.config import SimConfig
 from poller.sim.faults import FaultConfig, FaultKind, FaultTable, fault_table
 from poller.sim.model import JobState, change_points, state_at, state_version
 from poller.sim.render import JsonObject, details_body, job_object, task_object, upper_keys
 from poller.sim.scenario import JobSpec, resolve_job
+from poller.sim.tokens import IssuedTokenAuthenticator, IssuedTokens
 
 _MAX_CACHED_PAGES: Final = 256
 PageKey = tuple[int, int, bool, bool]  # offset, limit, descending, upper-case keys
@@ -57,14 +61,25 @@ class SimClock:
         self._offset += seconds
 
 
+AKSK_OUTCOMES: Final = ("accepted", "rejected", "signature_failure", "locked", "locked_rejection")
+
+
 @dataclass(slots=True)
 class SimStats:
-    """Counters of API requests (the admin API is not counted)."""
+    """Counters of API requests (the admin API is not counted; IAM has counters of its own).
+
+    ``by_aksk`` counts AK/SK verdicts: ``accepted``, ``rejected`` (unknown AK, stale date,
+    malformed), ``signature_failure``, ``locked`` (an AK got locked) and ``locked_rejection``.
+    """
 
     requests: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     by_fault: Counter[str] = field(default_factory=Counter)
     by_job: Counter[str] = field(default_factory=Counter)
+    iam_requests: int = 0
+    iam_tokens_issued: int = 0
+    iam_failures: int = 0
+    by_aksk: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready counters; a ``reset`` fault has no status, only its fault count."""
@@ -75,6 +90,10 @@ class SimStats:
                 kind: self.by_fault[kind] for kind in (*(k.value for k in FaultKind), "latency")
             },
             "by_job": dict(self.by_job),
+            "iam_requests": self.iam_requests,
+            "iam_tokens_issued": self.iam_tokens_issued,
+            "iam_failures": self.iam_failures,
+            "by_aksk": {outcome: self.by_aksk[outcome] for outcome in AKSK_OUTCOMES},
         }
 
 
@@ -148,13 +167,41 @@ class SimJob:
 
 
 class SimState:
-    """One emulator's world; the HTTP handlers and :class:`~poller.sim.server.SimHandle` use it."""
+    """One emulator's world; the HTTP handlers and :class:`~poller.sim.server.SimHandle` use it.
 
-    def __init__(self, config: SimConfig, clock: Callable[[], float]) -> None:
+    ``clock`` drives job timelines; ``wall_clock`` (default :func:`time.time`) everything about
+    credentials: signature dates, AK locks, IAM token lifetimes.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        clock: Callable[[], float],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.clock = SimClock(clock, manual=config.manual_clock, scale=config.time_scale)
+        self.wall_clock = wall_clock
         self.jobs: dict[str, SimJob] = {}
         self.stats = SimStats()
+        self.iam_tokens = IssuedTokens(config.iam_token_lifetime, wall_clock=wall_clock)
+        self.aksk: AkSkAuthenticator | None = None
+        if config.access_keys:
+            self.aksk = AkSkAuthenticator(
+                config.access_keys,
+                lock_seconds=config.aksk_lock_seconds,
+                max_failures=config.aksk_max_failures,
+                wall_clock=wall_clock,
+                observe=self._count_aksk,
+            )
+        # Issued tokens first: an expired one is then rejected as "token expires" rather than
+        # by a static token authenticator as unknown.
+        self.authenticators: tuple[Authenticator, ...] = (
+            *((IssuedTokenAuthenticator(self.iam_tokens),) if config.iam_users else ()),
+            *config.authenticators,
+            *((self.aksk,) if self.aksk is not None else ()),
+        )
         self.rng = random.Random(config.faults.seed)
         self.faults = config.faults
         self.fault_table: FaultTable = fault_table(config.faults)
@@ -184,6 +231,9 @@ class SimState:
     def reset_stats(self) -> None:
         """Zero the request counters."""
         self.stats = SimStats()
+
+    def _count_aksk(self, outcome: str) -> None:
+        self.stats.by_aksk[outcome] += 1
 
 
 STATE: Final = web.AppKey("poller_sim_state", SimState)

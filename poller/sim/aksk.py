@@ -1,0 +1,211 @@
+"""AK/SK (``SDK-HMAC-SHA256``) request verification with the provider's lockout.
+
+Clocks: both the ``X-Sdk-Date`` skew check and the lockout run on *wall* time
+(``wall_clock``, default :func:`time.time`), never on the emulator's job clock.  Clients sign
+with their own wall clock, and the emulator's clock may be manual (frozen at some epoch) or sped
+up, so checking the date against it would reject every honest request; and a lock measured on a
+manual clock would never lift unless a test moved the clock.  The daemon's global back-off after
+a 401 is wall time too, so a short ``lock_seconds`` in a test behaves as it would in production.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from aiohttp import web
+
+from poller.servicestage.signing import (
+    ALGORITHM,
+    DEFAULT_MAX_SKEW_SECONDS,
+    VerifyReason,
+    VerifyResult,
+    verify_request,
+)
+from poller.sim.auth import ACCEPTED, Verdict
+from poller.sim.credentials import (
+    DEFAULT_AKSK_LOCK_SECONDS,
+    DEFAULT_AKSK_MAX_FAILURES,
+    check_access_keys,
+    check_seconds,
+)
+
+#: The request body, when the handler has read it (aiohttp reads bodies asynchronously and
+#: :meth:`AkSkAuthenticator.verify` is synchronous).  Absent means an empty body.
+REQUEST_BODY: Final = web.RequestKey("poller_sim_request_body", bytes)
+
+SIGNATURE_FAIL: Final = "verify aksk signature fail"
+AK_NOT_FOUND: Final = "ak not found"
+DATE_EXPIRED: Final = "X-Sdk-Date expired"
+LOCKED: Final = "ak locked after too many signature failures"
+
+#: Failures that count towards the lockout: the key is known and the date fresh, but the
+#: signature (or the body hash it covers) is wrong -- a wrong secret or a tampered request.
+_COUNTED: Final = frozenset({VerifyReason.SIGNATURE_MISMATCH, VerifyReason.PAYLOAD_HASH_MISMATCH})
+_DATE_REASONS: Final = frozenset({VerifyReason.DATE_TOO_OLD, VerifyReason.DATE_IN_FUTURE})
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+async def read_body(request: web.Request) -> None:
+    """Read the request body (if any) into ``request[REQUEST_BODY]`` for the verifier."""
+    if request.body_exists:
+        request[REQUEST_BODY] = await request.read()
+
+
+@dataclass(slots=True)
+class _KeyState:
+    failures: int = 0
+    locked_until: float | None = None
+
+
+class AkSkAuthenticator:
+    """Verifies ``Authorization: SDK-HMAC-SHA256 ...`` against ``access_keys`` (AK -> SK).
+
+    Abstains without an ``Authorization`` header.  Rejections are 401 ``APIGW.0301`` with the
+    gateway's wording: ``verify aksk signature fail`` (wrong signature, tampered request,
+    malformed header), ``ak not found``, ``X-Sdk-Date expired`` and, once more than
+    ``max_failures`` signature failures in a row have been seen for an AK, ``ak locked ...`` for
+    every request with that AK -- good signatures included -- until ``lock_seconds`` have
+    passed.  A good signature while not locked resets the AK's count.
+
+    ``observe`` is told each outcome: ``"accepted"``, ``"rejected"`` (any other rejection),
+    ``"signature_failure"``, ``"locked"`` (an AK has just been locked) and
+    ``"locked_rejection"``.  No secret ever reaches a verdict or ``observe``.
+    """
+
+    __slots__ = (
+        "_keys",
+        "_lock_seconds",
+        "_max_failures",
+        "_max_skew",
+        "_observe",
+        "_state",
+        "_wall_clock",
+    )
+
+    def __init__(
+        self,
+        access_keys: Mapping[str, str],
+        *,
+        lock_seconds: float = DEFAULT_AKSK_LOCK_SECONDS,
+        max_failures: int = DEFAULT_AKSK_MAX_FAILURES,
+        max_skew: float = DEFAULT_MAX_SKEW_SECONDS,
+        wall_clock: Callable[[], float] = time.time,
+        observe: Callable[[str], None] = _ignore,
+    ) -> None:
+        if max_failures < 0:
+            raise ValueError(f"max_failures must be 0 or more, got {max_failures}")
+        self._keys = check_access_keys(access_keys)
+        self._lock_seconds = check_seconds(lock_seconds, "lock_seconds", positive=False)
+        self._max_failures = max_failures
+        self._max_skew = check_seconds(max_skew, "max_skew", positive=False)
+        self._wall_clock = wall_clock
+        self._observe = observe
+        self._state: dict[str, _KeyState] = {}
+
+    def __repr__(self) -> str:
+        return f"AkSkAuthenticator(access_keys={sorted(self._keys)!r})"
+
+    @property
+    def access_key_ids(self) -> tuple[str, ...]:
+        """The known AKs, sorted (no secrets)."""
+        return tuple(sorted(self._keys))
+
+    def verify(self, request: web.BaseRequest) -> Verdict | None:
+        """Check the signature; abstain when the request has no ``Authorization`` header."""
+        if "Authorization" not in request.headers:
+            return None
+        now = self._wall_clock()
+        result = verify_request(
+            method=request.method,
+            url=request.raw_path,
+            headers=request.headers,
+            body=request.get(REQUEST_BODY, b""),
+            lookup_secret=self._keys.get,
+            now=datetime.fromtimestamp(now, UTC),
+            max_skew=self._max_skew,
+        )
+        return self._judge(result, now)
+
+    def _judge(self, result: VerifyResult, now: float) -> Verdict:
+        access_key = result.access_key
+        state = self._state.get(access_key) if access_key is not None else None
+        if state is not None and state.locked_until is not None:
+            if now < state.locked_until:
+                self._observe("locked_rejection")
+                retry = max(1, round(state.locked_until - now))
+                return Verdict(accepted=False, detail=f"{LOCKED}, retry in {retry}s")
+            state.locked_until = None
+            state.failures = 0
+        if result.ok:
+            if state is not None:
+                state.failures = 0
+            self._observe("accepted")
+            return ACCEPTED
+        if result.reason in _COUNTED and access_key is not None:
+            state = self._state.setdefault(access_key, _KeyState())
+            state.failures += 1
+            self._observe("signature_failure")
+            if state.failures > self._max_failures:
+                state.locked_until = now + self._lock_seconds
+                self._observe("locked")
+            return Verdict(accepted=False, detail=SIGNATURE_FAIL)
+        self._observe("rejected")
+        return Verdict(accepted=False, detail=_detail(result))
+
+    def failures(self, access_key: str) -> int:
+        """Signature failures in a row for ``access_key`` (0 when unknown)."""
+        state = self._state.get(access_key)
+        return state.failures if state is not None else 0
+
+    def locked(self, access_key: str) -> bool:
+        """True while ``access_key`` is locked."""
+        state = self._state.get(access_key)
+        return (
+            state is not None
+            and state.locked_until is not None
+            and self._wall_clock() < state.locked_until
+        )
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per AK with a history: failures in a row and seconds left locked (no secrets)."""
+        now = self._wall_clock()
+        return {
+            access_key: {
+                "failures": state.failures,
+                "locked_for": (
+                    round(state.locked_until - now, 3)
+                    if state.locked_until is not None and now < state.locked_until
+                    else 0
+                ),
+            }
+            for access_key, state in sorted(self._state.items())
+        }
+
+    def unlock(self) -> list[str]:
+        """Lift every lock and forget every failure count; the AKs that were locked."""
+        now = self._wall_clock()
+        was_locked = sorted(
+            access_key
+            for access_key, state in self._state.items()
+            if state.locked_until is not None and now < state.locked_until
+        )
+        self._state.clear()
+        return was_locked
+
+
+def _detail(result: VerifyResult) -> str:
+    """The gateway-style detail of a rejection that does not count towards the lockout."""
+    if result.reason is VerifyReason.UNKNOWN_ACCESS_KEY:
+        return AK_NOT_FOUND
+    if result.reason in _DATE_REASONS:
+        return f"{DATE_EXPIRED} ({result.detail})"
+    if result.reason is VerifyReason.UNSUPPORTED_ALGORITHM:
+        return f"{SIGNATURE_FAIL} (the Authorization scheme must be {ALGORITHM})"
+    return f"{SIGNATURE_FAIL} ({result.detail})"
