@@ -70,8 +70,9 @@ class Authenticator(Protocol):
         """
         ...
 
-    async def refresh(self) -> None:
-        """Called once after a 401: get fresh credentials if there are any to get."""
+    async def refresh(self, rejected: Mapping[str, str]) -> None:
+        """Called once after a 401 with the credential headers that were refused: get fresh
+        credentials if there are any to get (and none newer were obtained meanwhile)."""
         ...
 
     async def maintain(self) -> None:
@@ -82,7 +83,7 @@ class Authenticator(Protocol):
 class _NoUpkeep:
     pause_on_unauthorized = False
 
-    async def refresh(self) -> None:
+    async def refresh(self, rejected: Mapping[str, str]) -> None:
         return None
 
     async def maintain(self) -> None:
@@ -149,7 +150,7 @@ class TokenFile(_NoUpkeep):
             await self._load()
         return {"X-Auth-Token": self._token.reveal()}
 
-    async def refresh(self) -> None:
+    async def refresh(self, rejected: Mapping[str, str]) -> None:
         await self._load()
 
 
@@ -290,10 +291,12 @@ class IamToken:
             return self._token
         raise AuthUnavailable(self._last_problem or "no IAM token yet")
 
-    async def _ensure(self, *, force_older_than: float | None = None) -> Secret:
+    async def _ensure(self, *, replace: str | None = None) -> Secret:
         async with self._lock:
             now = self._clock()
-            stale = force_older_than is not None and self._obtained_at <= force_older_than
+            stale = (
+                replace is not None and self._token is not None and self._token.reveal() == replace
+            )
             if not stale and self._fresh():
                 assert self._token is not None
                 return self._token
@@ -318,9 +321,10 @@ class IamToken:
         assert token is not None
         return {"X-Auth-Token": token.reveal()}
 
-    async def refresh(self) -> None:
-        # Only a token obtained before this 401 is replaced: concurrent 401s share one fetch.
-        await self._ensure(force_older_than=self._clock() - 1.0)
+    async def refresh(self, rejected: Mapping[str, str]) -> None:
+        # Only the refused token is replaced: concurrent 401s for it share one fetch, and a
+        # 401 for a token already replaced costs nothing.
+        await self._ensure(replace=rejected.get("X-Auth-Token", ""))
 
     async def maintain(self) -> None:
         """Obtain the token at start and renew it before it expires, backing off on failure."""

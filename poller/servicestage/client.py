@@ -168,7 +168,8 @@ class ServiceStageClient:
                 await self._gate()
             headers = {"Content-Type": "application/json;charset=utf8"}
             try:
-                headers.update(await self._auth.headers("GET", url, headers, b""))
+                credentials = await self._auth.headers("GET", url, headers, b"")
+                headers.update(credentials)
             except AuthUnavailable as exc:
                 return Transient(f"credentials unavailable: {exc}")
             try:
@@ -203,7 +204,7 @@ class ServiceStageClient:
             if status == 401:
                 if attempt == 1 and not self._auth.pause_on_unauthorized:
                     try:
-                        await self._auth.refresh()
+                        await self._auth.refresh(credentials)
                     except AuthUnavailable as exc:
                         return Transient(f"credentials unavailable: {exc}")
                     continue

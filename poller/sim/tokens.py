@@ -61,6 +61,10 @@ class IssuedTokens:
         """Seconds a new token lives."""
         return self._lifetime
 
+    def issued(self) -> list[str]:
+        """Every token value issued and still remembered (for tests that grep logs for them)."""
+        return list(self._tokens)
+
     def issue(self, *, user: str, domain: str, project_id: str) -> tuple[str, IssuedToken]:
         """A fresh random token valid for :attr:`lifetime` seconds from now (wall time)."""
         now = self._wall_clock()

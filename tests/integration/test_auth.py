@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from poller.config import replace
+import pytest
+
+from poller.config import Secret, replace
 from poller.localredis import LocalRedis
 from poller.sim import SimConfig, SimHandle, running_sim
 from poller.sim.auth import token_auth
@@ -90,3 +92,175 @@ async def test_tls_is_verified_and_a_private_ca_is_trusted_via_ca_bundle(
     finally:
         await runner.cleanup()
     assert {e.job_id for e in events if e.is_final} == {untrusted, trusted}
+
+
+SECRET_KEY = "sk-0123456789abcdef-very-secret"
+IAM_PASSWORD = "pw-Correct-Horse-Battery-Staple"
+
+
+def _job(seconds: float) -> dict[str, object]:
+    return {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [seconds, "SUCCEEDED"]],
+            "tasks": [{"task_name": "A", "task_index": 1,
+                       "steps": [[0, "RUNNING"], [seconds / 2, "SUCCEEDED"]]}]}  # fmt: skip
+
+
+async def test_aksk_signed_polls_are_accepted_end_to_end(
+    redis_server: LocalRedis, prefix: str, store: Store
+) -> None:
+    config = SimConfig(project_id=PROJECT, authenticators=(), access_keys={"AKTEST": SECRET_KEY})
+    async with running_sim(config) as sim:
+        ids = [await sim.create_job(QUICK) for _ in range(3)]
+        settings = fast_settings(
+            redis_server.url, prefix, sim.url, auth_token=None,
+            access_key=Secret("AKTEST"), secret_key=Secret(SECRET_KEY),
+        )  # fmt: skip
+        async with running_worker(settings):
+            await store.enqueue(*ids)
+            events = await events_until(store, all_final(ids))
+        stats = await sim.stats()
+    assert stats["by_aksk"]["accepted"] >= 6
+    assert stats["by_aksk"]["signature_failure"] == 0
+    assert {e.to_status for e in events if e.is_final} == {"SUCCEEDED"}
+
+
+async def test_a_wrong_secret_key_pauses_all_polling_before_the_key_locks(
+    redis_server: LocalRedis, prefix: str, store: Store
+) -> None:
+    config = SimConfig(project_id=PROJECT, authenticators=(), access_keys={"AKTEST": SECRET_KEY})
+    async with running_sim(config) as sim:
+        ids = [await sim.create_job(QUICK) for _ in range(3)]
+        settings = fast_settings(
+            redis_server.url, prefix, sim.url, auth_token=None,
+            access_key=Secret("AKTEST"), secret_key=Secret("wrong-secret"),
+        )  # fmt: skip
+        async with running_worker(settings) as worker:
+            await store.enqueue(*ids)
+            await eventually(lambda: "paused" in worker.health.auth_problem)
+            failures = (await sim.stats())["by_aksk"]["signature_failure"]
+            # the polls that fall due next are held back without a request...
+            await eventually(lambda: worker.metrics.polls.labels("transient")._value.get() >= 3)
+            stats = await sim.stats()
+            problems = worker.health.problems()
+            now = await store.server_time()
+            views = [await store.get_job(PROJECT, j) for j in ids]
+    assert failures <= 3  # the requests already in flight at the first 401, no more
+    assert stats["by_aksk"]["signature_failure"] == failures
+    assert stats["by_aksk"]["locked"] == 0  # the provider never locked the key pair
+    # ...and rescheduled after the pause, instead of retrying job by job
+    assert all(v is not None and v.due_at is not None and v.due_at > now + 20 for v in views)
+    assert any("credentials" in p and "paused" in p for p in problems)  # /readyz says why
+    assert await store.read_events() == []
+
+
+async def test_iam_tokens_expiring_mid_run_are_renewed_without_a_failed_event(
+    redis_server: LocalRedis, prefix: str, store: Store
+) -> None:
+    from poller.sim import IamUser
+
+    config = SimConfig(project_id=PROJECT, authenticators=(), iam_token_lifetime=1.0,
+                       iam_users=(IamUser("svc-poller", IAM_PASSWORD, "acme"),))  # fmt: skip
+    async with running_sim(config) as sim:
+        ids = [await sim.create_job(_job(3.0)) for _ in range(20)]
+        settings = fast_settings(
+            redis_server.url, prefix, sim.url, auth_token=None, iam_endpoint=sim.iam_url,
+            iam_user="svc-poller", iam_password=Secret(IAM_PASSWORD), iam_domain="acme",
+        )  # fmt: skip
+        async with running_worker(settings) as worker:
+            await store.enqueue(*ids)
+            events = await events_until(store, all_final(ids))
+        stats = await sim.stats()
+    assert stats["iam_tokens_issued"] >= 3  # 3 s of jobs with 1 s tokens: renewed along the way
+    assert stats["iam_failures"] == 0
+    assert worker.metrics.token_refreshes.labels("ok")._value.get() >= 3
+    for job_events in by_job(events).values():
+        assert_consistent(job_events)
+        assert job_events[-1].to_status == "SUCCEEDED"
+
+
+async def test_many_polls_needing_a_token_at_once_make_one_iam_request(
+    redis_server: LocalRedis, prefix: str, store: Store
+) -> None:
+    from poller.sim import IamUser
+
+    config = SimConfig(project_id=PROJECT, authenticators=(),
+                       iam_users=(IamUser("svc-poller", IAM_PASSWORD, "acme"),))  # fmt: skip
+    async with running_sim(config) as sim:
+        ids = [await sim.create_job(QUICK) for _ in range(50)]
+        settings = fast_settings(
+            redis_server.url, prefix, sim.url, auth_token=None, iam_endpoint=sim.iam_url,
+            iam_user="svc-poller", iam_password=Secret(IAM_PASSWORD), iam_domain="acme",
+            concurrency=64,
+        )  # fmt: skip
+        async with running_worker(settings):
+            await store.enqueue(*ids)
+            await events_until(store, all_final(ids))
+            await sim.revoke_iam_tokens()  # a password change kills the token early
+            late = await sim.create_job(QUICK)
+            await store.enqueue(late)
+            await events_until(store, all_final([*ids, late]))
+        stats = await sim.stats()
+    assert stats["iam_requests"] == 2  # one at start, one after the revocation's 401
+
+
+STATIC_TOKEN = "static-token-Zq8v1r0-do-not-log"
+
+
+@pytest.mark.parametrize("method", ["token", "token_file", "aksk", "iam"])
+async def test_no_secret_appears_in_any_log_line_or_event(
+    redis_server: LocalRedis, prefix: str, store: Store, tmp_path: Path, method: str
+) -> None:
+    import os
+    import signal
+    import sys
+
+    import anyio
+
+    from poller.sim import IamUser
+
+    config = SimConfig(
+        project_id=PROJECT, authenticators=(token_auth([STATIC_TOKEN]),),
+        access_keys={"AKTEST": SECRET_KEY}, iam_token_lifetime=1.0,
+        iam_users=(IamUser("svc-poller", IAM_PASSWORD, "acme"),),
+    )  # fmt: skip
+    token_file = tmp_path / "token"
+    token_file.write_text(STATIC_TOKEN)
+    async with running_sim(config) as sim:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
+        env.update({
+            "POLLER_REDIS_URL": redis_server.url, "POLLER_KEY_PREFIX": prefix,
+            "POLLER_API_ENDPOINT": sim.url, "POLLER_PROJECT_ID": PROJECT,
+            "POLLER_LOG_LEVEL": "debug", "POLLER_HTTP_PORT": "0",
+            "POLLER_POLL_INTERVAL": "0.05", "POLLER_POLL_INTERVAL_MAX": "0.2",
+        })  # fmt: skip
+        env.update({
+            "token": {"POLLER_AUTH_TOKEN": STATIC_TOKEN},
+            "token_file": {"POLLER_AUTH_TOKEN_FILE": str(token_file)},
+            "aksk": {"POLLER_ACCESS_KEY": "AKTEST", "POLLER_SECRET_KEY": SECRET_KEY},
+            "iam": {"POLLER_IAM_ENDPOINT": sim.iam_url, "POLLER_IAM_USER": "svc-poller",
+                    "POLLER_IAM_PASSWORD": IAM_PASSWORD, "POLLER_IAM_DOMAIN": "acme"},
+        }[method])  # fmt: skip
+        ids = [await sim.create_job(_job(2.0)) for _ in range(3)]
+        log = tmp_path / "daemon.log"
+        with log.open("wb") as sink:
+            proc = await anyio.open_process(
+                [sys.executable, "-m", "poller", "run"], env=env, stdout=sink, stderr=sink
+            )
+            try:
+                await store.enqueue(*ids)
+                await events_until(store, all_final(ids))
+                proc.send_signal(signal.SIGTERM)
+                with anyio.fail_after(15):
+                    assert await proc.wait() == 0
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+        issued = sim.state.iam_tokens.issued()
+    secrets = [STATIC_TOKEN, SECRET_KEY, IAM_PASSWORD, *issued]
+    text = log.read_text()
+    assert len(text.splitlines()) > 10
+    assert [s for s in secrets if s in text] == []
+    assert "Authorization" not in text
+    stream = str(await store.redis.xrange(store.keys.events))
+    assert [s for s in secrets if s in stream] == []
+    if method == "iam":
+        assert len(issued) >= 2  # tokens were really obtained (and renewed) during the run

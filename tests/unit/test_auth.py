@@ -87,7 +87,9 @@ async def test_concurrent_401s_share_one_refresh() -> None:
             token_reply(m, "tok-2", clock.now + 3600, repeat=True)
             async with anyio.create_task_group() as tg:
                 for _ in range(100):
-                    tg.start_soon(auth.refresh)
+                    tg.start_soon(auth.refresh, {"X-Auth-Token": "tok-1"})
+            assert auth.fetches == 2
+            await auth.refresh({"X-Auth-Token": "tok-1"})  # a late 401 for the old token
     assert auth.fetches == 2
 
 
