@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from redis.exceptions import RedisError
 from poller import __version__, commands
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
-from poller.daemon import open_store, run_daemon
+from poller.daemon import StartupError, open_store, run_daemon
 from poller.demo import register as register_demo
 from poller.sim.cli import register as register_sim
 from poller.store import Store
@@ -43,7 +44,7 @@ def _with_store(args: argparse.Namespace, body: Callable[[Store, Settings], Awai
 def _project(args: argparse.Namespace, settings: Settings) -> str:
     project = args.project_id or settings.project_id
     if not project:
-        raise commands.CommandError("no project: pass --project-id or set POLLER_PROJECT_ID")
+        raise ConfigError("POLLER_PROJECT_ID: not set; pass --project-id or set POLLER_PROJECT_ID")
     commands.admission_for(args.job_id, project)  # validates both IDs
     return str(project)
 
@@ -60,7 +61,7 @@ def _parse_meta(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise commands.CommandError(f"--meta {pair!r}: expected key=value")
+            raise commands.UsageError(f"--meta {pair!r}: expected key=value")
         meta[key] = value
     return meta
 
@@ -97,9 +98,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     try:
         since = stream_id_since(args.since)
     except ValueError as exc:
-        raise commands.CommandError(str(exc)) from None
+        raise commands.UsageError(str(exc)) from None
     if args.consumer and not args.group:
-        raise commands.CommandError("--consumer goes with --group")
+        raise commands.UsageError("--consumer goes with --group")
     return _with_store(
         args,
         lambda store, _: commands.events(
@@ -255,6 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"poller: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except commands.UsageError as exc:
+        print(f"poller: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartupError as exc:
+        print(f"poller: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `poller events | head`: the reader left; that is not an error.  Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except commands.CommandError as exc:
         print(f"poller: {exc}", file=sys.stderr)
         return 1

@@ -26,6 +26,10 @@ class CommandError(Exception):
     """A command cannot do what was asked; the message says why (exit 1)."""
 
 
+class UsageError(CommandError):
+    """The command line itself is wrong (exit 2, like argparse's own errors)."""
+
+
 def build_messages(
     job_ids: list[str],
     *,
@@ -43,7 +47,7 @@ def build_messages(
         )
         parsed = parse_message(message.encode(), default_project)
         if isinstance(parsed, Invalid):
-            raise CommandError(f"{job_id!r}: {parsed.reason}")
+            raise UsageError(f"{job_id!r}: {parsed.reason}")
         messages.append(message)
     return messages
 
@@ -82,7 +86,8 @@ def render_status(view: JobView, now: float) -> str:
         lease = f"{s.owner} until {_ago(now, s.lease_until)}" if s.token else "none"
         lines += [
             f"next poll  {_ago(now, s.due_at if not s.token else view.due_at)}",
-            f"interval   {s.interval:g}s   failed attempts {s.attempts}",
+            f"interval   {f'{s.interval:g}s' if s.interval else '- (not polled successfully yet)'}"
+            f"   failed attempts {s.attempts}",
             f"lease      {lease}",
         ]
     if s.last_error:
@@ -269,6 +274,11 @@ async def wait(
     124 timeout).  Works before, during and after the job's tracking."""
     if enqueue_message is not None:
         await store.enqueue(enqueue_message)
+    elif await store.get_job(project_id, job_id) is None:
+        sys.stderr.write(
+            f"poller: {job_id} is not tracked (yet); waiting for it to be queued "
+            "(pass --enqueue to queue it now)\n"
+        )
     colours = out.isatty()
     with anyio.move_on_after(give_up_after if give_up_after is not None else math.inf):
         async for event in tail_events(store.redis, store.keys, job_id=job_id, block_ms=2000):
@@ -286,5 +296,5 @@ def admission_for(job_id: str, project_id: str) -> Admission:
     """Validate a job named on the command line (raises :class:`CommandError`)."""
     parsed = parse_message(job_id.encode(), project_id)
     if isinstance(parsed, Invalid):
-        raise CommandError(f"{job_id!r}: {parsed.reason}")
+        raise UsageError(f"{job_id!r}: {parsed.reason}")
     return parsed

@@ -252,6 +252,14 @@ def load_settings(
     return settings
 
 
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """``POLLER_*`` variables that name no setting (typos are otherwise silently ignored)."""
+    known = {ENV_PREFIX + "CONFIG"}
+    known |= {ENV_PREFIX + name.upper() for name in _FIELDS}
+    known |= {ENV_PREFIX + name.upper() + "_FILE" for name in _SECRET_FILES}
+    return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

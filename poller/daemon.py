@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import ssl
@@ -13,12 +14,16 @@ import anyio
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from poller.config import Settings
+from poller.config import Settings, unknown_variables
 from poller.servicestage.auth import AuthHooks, build_authenticator
 from poller.servicestage.client import Gate, ServiceStageClient
 from poller.store import Keys, Store, connect
 from poller.telemetry import REDACTOR, Health, Metrics, get_logger, health_app
 from poller.worker import Worker
+
+
+class StartupError(Exception):
+    """The daemon cannot start in this environment (e.g. its port is taken); one line."""
 
 
 def open_store(settings: Settings) -> Store:
@@ -112,7 +117,14 @@ async def serve_probes(
     runner = web.AppRunner(health_app(metrics, health), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(
+            f"POLLER_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}: "
+            f"{exc.strerror or exc}"
+        ) from None
     try:
         yield settings.http_port
     finally:
@@ -123,9 +135,11 @@ async def run_daemon(settings: Settings) -> int:
     """``poller run``: poll until SIGTERM/SIGINT, drain, exit 0."""
     log = get_logger()
     metrics, health = Metrics(), Health()
+    for name in unknown_variables(os.environ):
+        log.warning("unknown setting ignored", variable=name)
     async with (
-        build_worker(settings, metrics=metrics, health=health) as worker,
         serve_probes(settings, metrics, health) as port,
+        build_worker(settings, metrics=metrics, health=health) as worker,
         anyio.create_task_group() as tg,
     ):
         log.info(

@@ -244,7 +244,14 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             screen.summary(time.monotonic() - started)
             return 1
         screen.summary(time.monotonic() - started)
-    out.write("\nStopped the daemon, the emulator and Redis. Try: poller --help\n")
+    if os.environ.get("POLLER_REDIS_URL"):
+        out.write(
+            f"\nStopped the daemon and the emulator. The demo's keys stay in your Redis under "
+            f'{prefix}:*; remove them with\n  redis-cli -u "$POLLER_REDIS_URL" --scan '
+            f"--pattern '{prefix}:*' | xargs redis-cli -u \"$POLLER_REDIS_URL\" del\n"
+        )
+    else:
+        out.write("\nStopped the daemon, the emulator and Redis. Try: poller --help\n")
     return 0
 
 

@@ -82,6 +82,15 @@ class Redactor:
 REDACTOR = Redactor()
 
 
+def drop_empty(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Leave out fields whose value is ``None`` (optional context that does not apply)."""
+    for key in [k for k, v in event_dict.items() if v is None]:
+        del event_dict[key]
+    return event_dict
+
+
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     """Set up structlog for the process according to ``log_format`` and ``log_level``."""
     stream = stream or sys.stderr
@@ -102,6 +111,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            drop_empty,
             REDACTOR,
             renderer,
         ],

@@ -45,8 +45,13 @@ ensure_venv() {
   stamp="$VENV/.installed-${extras:-base}"
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     say "installing poller${extras:+[$extras]} into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}"
+    # pip's and setuptools' chatter goes to a log, shown only when something fails
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+      "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}"; } >"$VENV/pip.log" 2>&1; then
+      cat "$VENV/pip.log" >&2
+      echo "installing the package failed (log above, also in $VENV/pip.log)" >&2
+      return 1
+    fi
     touch "$stamp"
   fi
 }

@@ -122,6 +122,7 @@ class ServiceStageClient:
         self._on_response = on_response
         self._on_auth_problem = on_auth_problem
         self._pause = UnauthorizedPause(clock)
+        self._auth_failing = False
 
     async def fetch_job(self, project_id: str, job_id: str, instance_id: str = "") -> PollOutcome:
         """Every page of the job, merged into one snapshot, or why not."""
@@ -190,8 +191,9 @@ class ServiceStageClient:
                 self._note("error")
                 return Transient(f"connection failed: {type(exc).__name__}")
             self._note(str(status))
-            if status != 401 and self._pause.failures:
+            if status != 401 and (self._pause.failures or self._auth_failing):
                 self._pause.reset()
+                self._auth_failing = False
                 self._report_auth("")
             if status == 200:
                 try:
@@ -214,6 +216,12 @@ class ServiceStageClient:
                     self._report_auth(
                         f"401 under {self._auth.name} ({detail}, request_id={request_id or '-'}); "
                         f"all polling paused for {pause:.0f}s"
+                    )
+                elif not self._auth.pause_on_unauthorized:
+                    self._auth_failing = True
+                    self._report_auth(
+                        f"401 under {self._auth.name} even after refreshing credentials "
+                        f"({detail}, request_id={request_id or '-'})"
                     )
                 return AuthFailed(detail=detail, request_id=request_id)
             if status == 404:

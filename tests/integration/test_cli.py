@@ -66,7 +66,7 @@ def test_enqueue_refuses_invalid_ids_and_pushes_nothing(
     env = {"POLLER_REDIS_URL": redis_server.url, "POLLER_KEY_PREFIX": prefix,
            "POLLER_PROJECT_ID": "proj"}  # fmt: skip
     bad = poller("enqueue", "JOB-ok", "../etc", env=env)
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a usage error, like argparse
     assert "'../etc'" in bad.stderr
     good = poller("enqueue", "JOB-1", "--meta", "change=CHG-1", env=env)
     assert good.returncode == 0, good.stderr
@@ -91,3 +91,36 @@ def test_unreachable_redis_is_a_clear_error_not_a_traceback() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("poller: Redis error")
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_probe_port_is_one_line_not_a_traceback() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"POLLER_HTTP_PORT": str(port), "POLLER_HTTP_HOST": "127.0.0.1",
+               "POLLER_REDIS_URL": "redis://127.0.0.1:1/0", "POLLER_PROJECT_ID": "p",
+               "POLLER_API_ENDPOINT": "http://127.0.0.1:9", "POLLER_AUTH_TOKEN": "t"}  # fmt: skip
+        result = poller("run", env=env)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("poller: cannot start: POLLER_HTTP_PORT: cannot listen")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["events", "--consumer", "c"], ["events", "--since", "whenever"],
+     ["enqueue", "JOB-1", "--meta", "novalue"], ["wait", "a/b", "--project-id", "p"]],
+)  # fmt: skip
+def test_usage_mistakes_exit_2_with_one_line(args: list[str]) -> None:
+    result = poller(*args, env={"POLLER_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_commands_needing_a_project_say_which_setting_is_missing() -> None:
+    result = poller("status", "JOB-1", env={"POLLER_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("poller: configuration error: POLLER_PROJECT_ID:")

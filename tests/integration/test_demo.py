@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from poller.demo import sample_jobs
+from poller.localredis import LocalRedis
 
 EXPECTED = {
     "deploy web (succeeds)": "SUCCEEDED",
@@ -65,3 +66,23 @@ def test_ctrl_c_stops_the_demo_and_its_redis_server() -> None:
     except ProcessLookupError:
         alive = False
     assert not alive, "the demo's redis-server outlived it"
+
+
+def test_demo_uses_poller_redis_url_under_its_own_prefix(redis_server: LocalRedis) -> None:
+    import redis
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
+    env["POLLER_REDIS_URL"] = redis_server.url
+    result = subprocess.run(
+        [sys.executable, "-m", "poller", "demo", "--scale", "0.3", "--timeout", "90"],
+        capture_output=True, text=True, env=env, timeout=150, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Started a private redis-server" not in result.stdout
+    found = re.search(r"key prefix (poller-demo-\w+)", result.stdout)
+    assert found
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert client.xlen(f"{found.group(1)}:events") > 0  # the events went to that Redis
+    finally:
+        client.close()

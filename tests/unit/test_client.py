@@ -183,3 +183,21 @@ async def test_a_page_that_brings_no_new_task_stops_paging(client: ServiceStageC
     assert isinstance(outcome, Transient)
     assert "no new task" in outcome.reason
     assert sent == 2
+
+
+async def test_a_persistent_401_under_a_token_is_reported_until_a_success() -> None:
+    problems: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        client = ServiceStageClient(
+            session, BASE, StaticToken(Secret("wrong")), on_auth_problem=problems.append
+        )
+        with aioresponses() as m:
+            m.get(URL_RE, status=401, body='{"error_code":"APIGW.0301","request_id":"q"}')
+            m.get(URL_RE, status=401, body='{"error_code":"APIGW.0301","request_id":"q"}')
+            m.get(URL_RE, payload=body())
+            assert isinstance(await client.fetch_job("proj", "JOB-1"), AuthFailed)
+            assert isinstance(await client.fetch_job("proj", "JOB-1"), Fetched)
+    assert len(problems) == 2
+    assert "401 under token" in problems[0]
+    assert "request_id=q" in problems[0]
+    assert problems[1] == ""  # cleared by the next success

@@ -122,3 +122,11 @@ def test_example_toml_documents_every_setting_at_its_default() -> None:
     secrets_by_file = {"secret_key_file": "secret_key", "iam_password_file": "iam_password"}
     names = documented | {secrets_by_file.get(n, n) for n in commented}
     assert {f.name for f in dataclasses.fields(Settings)} <= names
+
+
+def test_unknown_poller_variables_are_reported() -> None:
+    from poller.config import unknown_variables
+
+    env = {"POLLER_POLL_INTERVALL": "3", "POLLER_SECRET_KEY_FILE": "/x", "POLLER_CONFIG": "c",
+           "POLLER_REDIS_URL": "r", "HOME": "/root"}  # fmt: skip
+    assert unknown_variables(env) == ["POLLER_POLL_INTERVALL"]
