@@ -136,15 +136,17 @@ async def test_a_wrong_secret_key_pauses_all_polling_before_the_key_locks(
         async with running_worker(settings) as worker:
             await store.enqueue(*ids)
             await eventually(lambda: "paused" in worker.health.auth_problem)
-            failures = (await sim.stats())["by_aksk"]["signature_failure"]
             # the polls that fall due next are held back without a request...
             await eventually(lambda: worker.metrics.polls.labels("transient")._value.get() >= 3)
             stats = await sim.stats()
             problems = worker.health.problems()
             now = await store.server_time()
             views = [await store.get_job(PROJECT, j) for j in ids]
-    assert failures <= 3  # the requests already in flight at the first 401, no more
-    assert stats["by_aksk"]["signature_failure"] == failures
+            polled = sum(worker.metrics.polls.labels(o)._value.get()
+                         for o in ("auth_failed", "transient"))  # fmt: skip
+    # every job was polled at least twice, but at most one bad signature each was sent
+    assert polled >= 6
+    assert stats["by_aksk"]["signature_failure"] <= 3
     assert stats["by_aksk"]["locked"] == 0  # the provider never locked the key pair
     # ...and rescheduled after the pause, instead of retrying job by job
     assert all(v is not None and v.due_at is not None and v.due_at > now + 20 for v in views)
