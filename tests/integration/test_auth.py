@@ -266,3 +266,29 @@ async def test_no_secret_appears_in_any_log_line_or_event(
     assert [s for s in secrets if s in stream] == []
     if method == "iam":
         assert len(issued) >= 2  # tokens were really obtained (and renewed) during the run
+
+
+async def test_iam_unreachable_keeps_the_daemon_up_backing_off_and_unready(
+    redis_server: LocalRedis, prefix: str, store: Store
+) -> None:
+    from poller.localredis import free_port
+
+    dead_iam = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = SimConfig(project_id=PROJECT, authenticators=())
+    async with running_sim(config) as sim:
+        job_id = await sim.create_job(QUICK)
+        settings = fast_settings(
+            redis_server.url, prefix, sim.url, auth_token=None, iam_endpoint=dead_iam,
+            iam_user="svc-poller", iam_password=Secret(IAM_PASSWORD), iam_domain="acme",
+        )  # fmt: skip
+        async with running_worker(settings) as worker:
+            await store.enqueue(job_id)
+            await eventually(lambda: worker.metrics.polls.labels("transient")._value.get() >= 2)
+            problems = worker.health.problems()
+            refreshes = worker.metrics.token_refreshes.labels("failed")._value.get()
+            assert not worker.stopping
+        stats = await sim.stats()
+    assert any("IAM unreachable" in p for p in problems)
+    assert refreshes >= 1
+    assert stats["requests"] == 0  # no poll went out without a token
+    assert await store.read_events() == []
