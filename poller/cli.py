@@ -263,10 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"poller: cannot start: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
-        # `poller events | head`: the reader left; that is not an error.  Point stdout at
-        # /dev/null so the interpreter's final flush does not complain either.
+        # `poller events | head`: the reader left.  No traceback; point stdout at /dev/null
+        # so the interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return 141  # 128 + SIGPIPE, as other tools end; never a success `wait` did not see
     except commands.CommandError as exc:
         print(f"poller: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
@@ -140,7 +139,7 @@ async def status(
     if as_json:
         out.write(json.dumps(status_document(view), indent=2) + "\n")
     else:
-        out.write(render_status(view, time.time()))
+        out.write(render_status(view, await store.server_time()))
     return 0
 
 
@@ -150,7 +149,7 @@ async def cancel(
     job_id: str,
     *,
     who: str = "operator",
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
     out: Out = sys.stdout,
 ) -> int:
     """Stop tracking a job, publishing ``job.abandoned`` reason ``cancelled_by_operator``.
@@ -163,7 +162,8 @@ async def cancel(
         view = await store.get_job(project_id, job_id)
         if view is None or not view.tracking:
             raise CommandError(f"job {job_id} (project {project_id}) is not being tracked")
-        now = clock()
+        # the daemon's times are Redis's clock (see Worker.clock); use the same here
+        now = clock() if clock is not None else await store.server_time()
         result = await store.commit(view.state, plan_cancel(view.state, now, who), now, commit_id)
         if result in ("ok", "duplicate"):
             out.write(f"cancelled {job_id}: job.abandoned seq={view.state.seq}\n")

@@ -65,6 +65,7 @@ class Worker:
         # Replicas compare times (due, lease deadlines) through Redis, so they all read
         # Redis's clock: the local clock plus the offset measured by housekeeping.
         self._clock_offset = 0.0
+        self._clock_synced = False
         self.rng = rng or random.Random()
         self.replica_id = replica_id or settings.replica_id or default_replica_id()
         self.policy = Policy.from_settings(settings)
@@ -84,7 +85,11 @@ class Worker:
         before = self._local_clock()
         server = await self.store.server_time()
         after = self._local_clock()
-        self._clock_offset = server - (before + after) / 2
+        # A slow round trip (busy loop, stalled Redis) would skew the estimate by half of it;
+        # keep the last good offset instead, unless there is none yet.
+        if after - before <= 0.05 or not self._clock_synced:
+            self._clock_offset = server - (before + after) / 2
+            self._clock_synced = True
 
     # --- control --------------------------------------------------------------------------
 
@@ -113,6 +118,7 @@ class Worker:
                 tg.start_soon(self._intake_loop)
                 tg.start_soon(self._housekeeping_loop)
                 tg.start_soon(self._renew_loop)
+                tg.start_soon(self._sweep_loop)
                 await self._schedule_loop()
                 tg.cancel_scope.cancel()
         finally:
@@ -236,7 +242,9 @@ class Worker:
 
     async def _release(self, state: JobState, delay: float) -> None:
         """Give an uncommitted lease back (shielded: it runs while a drain cancels polls)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+        # bounded so a slow Redis cannot stretch the drain past shutdown_grace
+        limit = min(2.0, max(0.2, 0.1 * self.settings.shutdown_grace))
+        with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
             try:
                 await self.store.release(state, self.clock() + delay)
             except RedisError as exc:
@@ -349,18 +357,12 @@ class Worker:
 
     async def _housekeeping_loop(self) -> None:
         period = self._housekeeping_period
-        sweep_every = max(1, int(60 / period))
-        rounds = 0
         while True:
             try:
                 await self._sync_clock()
                 now = self.clock()
                 await self.store.heartbeat(self.replica_id, now + self._heartbeat_ttl)
                 recovered = await self.store.recover_orphans(now)
-                if rounds % sweep_every == 0:
-                    # In-flight lists of replicas that died before their first heartbeat.
-                    recovered += await self.store.recover_unregistered()
-                rounds += 1
                 if recovered:
                     self.metrics.orphans_recovered.inc(recovered)
                     self.log.warning(
@@ -379,6 +381,25 @@ class Worker:
             except RedisError as exc:
                 self._redis_failed("housekeeping", exc)
             await anyio.sleep(period)
+
+    async def _sweep_loop(self) -> None:
+        """Once a minute, hand back in-flight lists of replicas that died before registering.
+
+        Apart from the heartbeat loop, so a long SCAN of a big keyspace cannot delay
+        heartbeats and make this replica look dead to the others.
+        """
+        while True:
+            await anyio.sleep(60.0)
+            try:
+                recovered = await self.store.recover_unregistered()
+            except RedisError as exc:
+                self._redis_failed("sweep", exc)
+                continue
+            if recovered:
+                self.metrics.orphans_recovered.inc(recovered)
+                self.log.warning("handed back intake messages of an unregistered replica",
+                                 count=recovered)  # fmt: skip
+                self._nudge()
 
     async def _hand_back(self) -> None:
         for entry in list(self._inflight.values()):  # normally empty: polls release their own

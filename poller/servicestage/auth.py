@@ -330,7 +330,7 @@ class IamToken:
         """Obtain the token at start and renew it before it expires, backing off on failure."""
         while True:
             now = self._clock()
-            if self._token is None or self._failures:
+            if self._token is None or (self._failures and not self._fresh()):
                 wait = max(0.0, self._retry_at - now)
             else:
                 wait = max(0.0, self._refresh_due() - now)

@@ -167,6 +167,9 @@ class ServiceStageClient:
                 return Transient("authentication paused after a 401", retry_after=paused)
             if self._gate is not None:
                 await self._gate()
+                paused = self._pause.remaining()  # a 401 may have come in while we waited
+                if paused > 0:
+                    return Transient("authentication paused after a 401", retry_after=paused)
             headers = {"Content-Type": "application/json;charset=utf8"}
             try:
                 credentials = await self._auth.headers("GET", url, headers, b"")

@@ -176,7 +176,9 @@ for _, member in ipairs(members) do
   if redis.call('HGET', key, 'state') ~= 'tracking' then
     redis.call('ZREM', KEYS[1], member)
   else
-    local token = tostring(redis.call('HINCRBY', key, 'epoch', 1))
+    -- not HINCRBY: a garbled epoch must not make every claim of every replica fail
+    local token = tostring((tonumber(redis.call('HGET', key, 'epoch') or '0') or 0) + 1)
+    redis.call('HSET', key, 'epoch', token)
     redis.call('HSET', key, 'token', token, 'owner', ARGV[4], 'lease_until', ARGV[2])
     redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
     local fields = redis.call('HGETALL', key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from poller.intake import Admission
@@ -217,8 +219,10 @@ class Store:
                 claim.jobs.append(state_from_hash(fields))
             except (ValueError, KeyError, TypeError) as exc:
                 reason = f"unreadable job state: {type(exc).__name__}: {exc}"[:300]
-                await self.quarantine(member, token, reason, now)
                 claim.quarantined.append((member, reason))
+                # On failure its lease lapses and a later claim quarantines it; keep the batch.
+                with contextlib.suppress(RedisError):
+                    await self.quarantine(member, token, reason, now)
         return claim
 
     async def quarantine(self, member: str, token: str, reason: str, now: float) -> bool:

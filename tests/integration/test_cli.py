@@ -124,3 +124,16 @@ def test_commands_needing_a_project_say_which_setting_is_missing() -> None:
     result = poller("status", "JOB-1", env={"POLLER_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2
     assert result.stderr.startswith("poller: configuration error: POLLER_PROJECT_ID:")
+
+
+def test_a_closed_pipe_ends_quietly_with_sigpipes_code() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poller", "sim", "--generate", "200", "--print-scenario"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # like `| head -c 10`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err

@@ -227,3 +227,15 @@ async def test_inflight_list_of_a_replica_that_never_registered_is_recovered(sto
     await store.take_messages("alive", 10, 0)  # nothing left for it; its list stays empty
     assert await store.recover_unregistered() == 1
     assert await store.take_messages("alive", 10, 0) == [b"JOB-A"]
+
+
+async def test_a_garbled_epoch_does_not_stop_claims(store: Store) -> None:
+    await admit(store, "JOB-odd")
+    await store.redis.hset(store.keys.job("proj:JOB-odd"), "epoch", "not-a-number")
+    (state,) = await claim_one_list(store)
+    assert state.job_id == "JOB-odd"
+    assert state.token == "1"
+
+
+async def claim_one_list(store: Store) -> list[JobState]:
+    return (await store.claim_due("r1", NOW, 30, 10)).jobs

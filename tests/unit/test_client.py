@@ -201,3 +201,43 @@ async def test_a_persistent_401_under_a_token_is_reported_until_a_success() -> N
     assert "401 under token" in problems[0]
     assert "request_id=q" in problems[0]
     assert problems[1] == ""  # cleared by the next success
+
+
+async def test_polls_waiting_on_the_rate_limit_see_a_pause_that_began_meanwhile() -> None:
+    import anyio
+
+    from poller.servicestage.auth import AkSk
+
+    everyone_waiting = anyio.Event()
+    opened = anyio.Event()
+    entered = 0
+
+    async def gate() -> None:
+        nonlocal entered
+        entered += 1
+        mine = entered
+        if entered == 4:
+            everyone_waiting.set()
+        if mine == 1:  # the first poll goes once all four have passed the pause check
+            await everyone_waiting.wait()
+            return
+        await opened.wait()  # the others wait for a rate-limit slot
+
+    async with aiohttp.ClientSession() as session:
+        client = ServiceStageClient(session, BASE, AkSk(Secret("AK"), Secret("SK")), gate=gate)
+        with aioresponses() as m:
+            m.get(URL_RE, status=401, body="{}", repeat=True)
+            results: list[object] = []
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(lambda: _collect(client, results))
+                await everyone_waiting.wait()
+                await anyio.wait_all_tasks_blocked()  # the first poll has had its 401
+                opened.set()  # the slot opens only after the pause began
+            sent = sum(len(v) for v in m.requests.values())
+    assert sent == 1  # one bad signature, not four
+    assert sum(isinstance(r, Transient) for r in results) == 3
+
+
+async def _collect(client: ServiceStageClient, results: list[object]) -> None:
+    results.append(await client.fetch_job("proj", "JOB-1"))
