@@ -18,6 +18,7 @@ from poller.daemon import StartupError, open_store, run_daemon
 from poller.demo import register as register_demo
 from poller.sim.cli import register as register_sim
 from poller.store import Store
+from poller.store.store import CorruptJobState
 from poller.telemetry import configure_logging
 
 EXIT_USAGE = 2
@@ -272,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except RedisError as exc:
         print(f"poller: Redis error: {exc}", file=sys.stderr)
+        return 1
+    except CorruptJobState as exc:
+        print(f"poller: unreadable job state in Redis: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -350,7 +350,9 @@ class Worker:
                 self._redis_failed("renew", exc)
                 continue
             for (member, entry), ok in zip(entries, held, strict=True):
-                if not ok and not entry.committed:
+                # a poll that finished (and released its lease) meanwhile lost nothing
+                still_running = self._inflight.get((member, entry.state.token)) is entry
+                if not ok and not entry.committed and still_running:
                     self.metrics.leases_lost.inc()
                     self.log.warning("lease lost; abandoning this poll", member=member)
                     entry.scope.cancel()

@@ -141,11 +141,13 @@ return 1
 
 # Take a job whose state cannot be decoded out of the schedule, and say so in the dead-letter
 # list (one bad hash must not stop the replicas).  KEYS: schedule, job hash, dead.
-# ARGV: member, token, record.  Returns 1, or 0 when the lease is no longer the caller's.
+# ARGV: member, token, record, retention seconds.  Returns 1, or 0 when the lease is no
+# longer the caller's.  The hash is kept for the retention period for inspection.
 QUARANTINE: Final = """
 if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'state', 'quarantined', 'token', '', 'owner', '')
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('LPUSH', KEYS[3], ARGV[3])
 return 1
 """

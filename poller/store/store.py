@@ -76,6 +76,10 @@ def state_from_hash(fields: dict[str, str]) -> JobState:
     )
 
 
+class CorruptJobState(ValueError):
+    """A job's stored state cannot be decoded (a hand edit, another program's keys)."""
+
+
 @dataclass(slots=True)
 class Claim:
     """The result of one claim: leased jobs, quarantined ones, and the next due time."""
@@ -230,7 +234,7 @@ class Store:
         record = json.dumps({"raw": member, "reason": reason, "at": format_timestamp(now)})
         result = await self._quarantine(
             keys=[self.keys.schedule, self.keys.job(member), self.keys.dead],
-            args=[member, token, record],
+            args=[member, token, record, max(1, int(self.retention))],
         )
         return bool(int(result))
 
@@ -328,8 +332,12 @@ class Store:
         if not raw:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            state = state_from_hash(fields)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptJobState(f"{member}: {type(exc).__name__}: {exc}"[:300]) from None
         return JobView(
-            state=state_from_hash(fields),
+            state=state,
             tracking=fields.get("state") == schema.STATE_TRACKING,
             due_at=float(score) if score is not None else None,
             outcome=fields.get("outcome", ""),

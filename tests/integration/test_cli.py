@@ -137,3 +137,17 @@ def test_a_closed_pipe_ends_quietly_with_sigpipes_code() -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141
     assert b"Traceback" not in err
+
+
+def test_status_of_a_corrupt_job_is_one_line(redis_server: LocalRedis, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    broken = {"project": "proj", "job": "JOB-x", "state": "tracking", "snap": "{broken"}
+    client.hset(f"{prefix}:job:proj:JOB-x", mapping=broken)
+    client.close()
+    env = {"POLLER_REDIS_URL": redis_server.url, "POLLER_KEY_PREFIX": prefix}
+    result = poller("status", "JOB-x", "--project-id", "proj", env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("poller: unreadable job state in Redis: proj:JOB-x")
+    assert "Traceback" not in result.stderr

@@ -210,6 +210,7 @@ async def test_unreadable_job_state_is_quarantined_not_fatal(store: Store) -> No
     (record,) = await store.redis.lrange(store.keys.dead, 0, -1)
     assert json.loads(record)["raw"] == "proj:JOB-bad"
     assert "unreadable job state" in json.loads(record)["reason"]
+    assert 0 < await store.redis.ttl(store.keys.job("proj:JOB-bad")) <= 3600  # kept a while
 
 
 async def test_dead_letter_retried_after_a_lost_reply_records_once(store: Store) -> None:
