@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from poller.config import Secret, Settings
 from poller.consumer import JobEvent, tail_events
@@ -128,3 +132,42 @@ async def eventually(condition: Callable[[], Awaitable[bool] | bool], within: fl
             if result:
                 return
             await anyio.sleep(0.01)
+
+
+def daemon_env(redis_url: str, prefix: str, api_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a `poller run` subprocess against the emulator: fast, JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
+    env.update(
+        {
+            "POLLER_REDIS_URL": redis_url,
+            "POLLER_KEY_PREFIX": prefix,
+            "POLLER_API_ENDPOINT": api_url,
+            "POLLER_PROJECT_ID": PROJECT,
+            "POLLER_AUTH_TOKEN": TOKEN,
+            "POLLER_POLL_INTERVAL": "0.05",
+            "POLLER_POLL_INTERVAL_MAX": "0.3",
+            "POLLER_BACKOFF_INITIAL": "0.05",
+            "POLLER_BACKOFF_MAX": "0.5",
+            "POLLER_HTTP_PORT": "0",
+            "POLLER_LOG_FORMAT": "json",
+            "POLLER_LEASE_SECONDS": "2",
+            "POLLER_SHUTDOWN_GRACE": "3",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def daemon(env: dict[str, str], log: Path) -> AsyncIterator[anyio.abc.Process]:
+    """A `poller run` subprocess logging to ``log``; killed (by PID) if still running after."""
+    with log.open("wb") as sink:
+        proc = await anyio.open_process(
+            [sys.executable, "-m", "poller", "run"], env=env, stdout=sink, stderr=sink
+        )
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import sys
@@ -21,6 +20,7 @@ from tests.integration.harness import (
     PROJECT,
     TOKEN,
     all_final,
+    daemon_env,
     events_until,
     eventually,
     fast_settings,
@@ -103,16 +103,6 @@ async def test_probes_and_metrics_follow_the_daemon_and_redis(
         worker.stop()
 
 
-def _daemon_env(redis_url: str, prefix: str, api_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
-    env.update({
-        "POLLER_REDIS_URL": redis_url, "POLLER_KEY_PREFIX": prefix, "POLLER_API_ENDPOINT": api_url,
-        "POLLER_PROJECT_ID": PROJECT, "POLLER_AUTH_TOKEN": TOKEN, "POLLER_POLL_INTERVAL": "0.05",
-        "POLLER_POLL_INTERVAL_MAX": "0.2", "POLLER_HTTP_PORT": "0", "POLLER_LOG_LEVEL": "debug",
-    })  # fmt: skip
-    return env
-
-
 async def test_every_log_line_is_json_with_job_fields_and_no_secret(
     redis_server: LocalRedis, prefix: str, live_sim: SimHandle, tmp_path: Path
 ) -> None:
@@ -122,8 +112,17 @@ async def test_every_log_line_is_json_with_job_fields_and_no_secret(
     with log.open("wb") as sink:
         proc = await anyio.open_process(
             [sys.executable, "-m", "poller", "run"],
-            env=_daemon_env(redis_server.url, prefix, live_sim.url), stdout=sink, stderr=sink,
-        )  # fmt: skip
+            # auto: JSON because the log file is not a terminal
+            env=daemon_env(
+                redis_server.url,
+                prefix,
+                live_sim.url,
+                POLLER_LOG_LEVEL="debug",
+                POLLER_LOG_FORMAT="auto",
+            ),
+            stdout=sink,
+            stderr=sink,
+        )
         try:
             await store.enqueue(*ids, b"../bad")
             await events_until(store, all_final(ids))

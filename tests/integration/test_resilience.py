@@ -29,6 +29,8 @@ from tests.integration.harness import (
     all_final,
     assert_consistent,
     by_job,
+    daemon,
+    daemon_env,
     events_until,
     eventually,
     fast_settings,
@@ -175,43 +177,6 @@ async def test_redis_restart_mid_run_loses_and_duplicates_nothing(
         assert final_of(grouped[job_id]) == expected_end(specs[job_id])
 
 
-def _daemon_env(redis_url: str, prefix: str, api_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
-    env.update(
-        {
-            "POLLER_REDIS_URL": redis_url,
-            "POLLER_KEY_PREFIX": prefix,
-            "POLLER_API_ENDPOINT": api_url,
-            "POLLER_PROJECT_ID": PROJECT,
-            "POLLER_AUTH_TOKEN": TOKEN,
-            "POLLER_POLL_INTERVAL": "0.05",
-            "POLLER_POLL_INTERVAL_MAX": "0.3",
-            "POLLER_BACKOFF_INITIAL": "0.05",
-            "POLLER_BACKOFF_MAX": "0.5",
-            "POLLER_HTTP_PORT": "0",
-            "POLLER_LOG_FORMAT": "json",
-            "POLLER_LEASE_SECONDS": "2",
-            "POLLER_SHUTDOWN_GRACE": "3",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-@asynccontextmanager
-async def daemon(env: dict[str, str], log: Path) -> AsyncIterator[anyio.abc.Process]:
-    with log.open("wb") as sink:
-        proc = await anyio.open_process(
-            [sys.executable, "-m", "poller", "run"], env=env, stdout=sink, stderr=sink
-        )
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-
-
 @pytest.mark.slow
 async def test_two_daemon_processes_resolve_200_jobs_exactly_once(
     redis_server: LocalRedis, prefix: str, tmp_path: Path
@@ -219,7 +184,7 @@ async def test_two_daemon_processes_resolve_200_jobs_exactly_once(
     scenario = generate(200, seed=2026, duration=4.0, project_id=PROJECT)
     ids = [s.job_id for s in scenario.jobs]
     async with sim_with(scenario.jobs) as sim:
-        env = _daemon_env(redis_server.url, prefix, sim.url, POLLER_NOT_FOUND_GRACE="10")
+        env = daemon_env(redis_server.url, prefix, sim.url, POLLER_NOT_FOUND_GRACE="10")
         store = Store(connect(redis_server.url), Keys(prefix))
         async with daemon(env, tmp_path / "a.log") as a, daemon(env, tmp_path / "b.log") as b:
             await store.enqueue(*ids)
@@ -263,7 +228,7 @@ async def test_killed_daemon_jobs_are_finished_by_another_replica(
     }
     async with sim_with(manual_clock=True) as sim:
         ids = [await sim.create_job(spec) for _ in range(5)]
-        env = _daemon_env(redis_server.url, prefix, sim.url, POLLER_LEASE_SECONDS="1")
+        env = daemon_env(redis_server.url, prefix, sim.url, POLLER_LEASE_SECONDS="1")
         store = Store(connect(redis_server.url), Keys(prefix))
         async with daemon(env, tmp_path / "victim.log") as victim:
             await store.enqueue(*ids)
@@ -289,7 +254,7 @@ async def test_sigterm_hands_in_flight_polls_back_and_exits_zero(
     }
     async with sim_with() as sim:
         ids = [await sim.create_job(spec) for _ in range(3)]
-        env = _daemon_env(
+        env = daemon_env(
             redis_server.url, prefix, sim.url, POLLER_SHUTDOWN_GRACE="1", POLLER_LEASE_SECONDS="30"
         )
         store = Store(connect(redis_server.url), Keys(prefix))
