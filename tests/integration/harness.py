@@ -22,6 +22,18 @@ PROJECT = "proj-test"
 TOKEN = "test-token-0123456789"
 
 
+def quick_job(job_done: float = 0.2, task_done: float | None = None) -> dict[str, Any]:
+    """An emulator job spec: one task; RUNNING, then SUCCEEDED ``job_done`` seconds in."""
+    done = job_done if task_done is None else task_done
+    return {
+        "job_type": "PROVISION",
+        "job_status": [[0, "RUNNING"], [job_done, "SUCCEEDED"]],
+        "tasks": [
+            {"task_name": "A", "task_index": 1, "steps": [[0, "RUNNING"], [done, "SUCCEEDED"]]}
+        ],
+    }
+
+
 def fast_settings(redis_url: str, prefix: str, api_url: str, **overrides: Any) -> Settings:
     """Settings for tests: sub-second intervals and backoff, no HTTP probes."""
     values: dict[str, Any] = {

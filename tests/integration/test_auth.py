@@ -20,12 +20,11 @@ from tests.integration.harness import (
     events_until,
     eventually,
     fast_settings,
+    quick_job,
     running_worker,
 )
 
-QUICK = {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [0.2, "SUCCEEDED"]],
-         "tasks": [{"task_name": "A", "task_index": 1,
-                    "steps": [[0, "RUNNING"], [0.2, "SUCCEEDED"]]}]}  # fmt: skip
+QUICK = quick_job(0.2)
 
 
 async def test_rotated_token_file_is_picked_up_without_a_restart(
@@ -98,12 +97,6 @@ SECRET_KEY = "sk-0123456789abcdef-very-secret"
 IAM_PASSWORD = "pw-Correct-Horse-Battery-Staple"
 
 
-def _job(seconds: float) -> dict[str, object]:
-    return {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [seconds, "SUCCEEDED"]],
-            "tasks": [{"task_name": "A", "task_index": 1,
-                       "steps": [[0, "RUNNING"], [seconds / 2, "SUCCEEDED"]]}]}  # fmt: skip
-
-
 async def test_aksk_signed_polls_are_accepted_end_to_end(
     redis_server: LocalRedis, prefix: str, store: Store
 ) -> None:
@@ -162,7 +155,7 @@ async def test_iam_tokens_expiring_mid_run_are_renewed_without_a_failed_event(
     config = SimConfig(project_id=PROJECT, authenticators=(), iam_token_lifetime=1.0,
                        iam_users=(IamUser("svc-poller", IAM_PASSWORD, "acme"),))  # fmt: skip
     async with running_sim(config) as sim:
-        ids = [await sim.create_job(_job(3.0)) for _ in range(20)]
+        ids = [await sim.create_job(quick_job(3.0, 1.5)) for _ in range(20)]
         settings = fast_settings(
             redis_server.url, prefix, sim.url, auth_token=None, iam_endpoint=sim.iam_url,
             iam_user="svc-poller", iam_password=Secret(IAM_PASSWORD), iam_domain="acme",
@@ -241,7 +234,7 @@ async def test_no_secret_appears_in_any_log_line_or_event(
             "iam": {"POLLER_IAM_ENDPOINT": sim.iam_url, "POLLER_IAM_USER": "svc-poller",
                     "POLLER_IAM_PASSWORD": IAM_PASSWORD, "POLLER_IAM_DOMAIN": "acme"},
         }[method])  # fmt: skip
-        ids = [await sim.create_job(_job(2.0)) for _ in range(3)]
+        ids = [await sim.create_job(quick_job(2.0, 1.0)) for _ in range(3)]
         log = tmp_path / "daemon.log"
         with log.open("wb") as sink:
             proc = await anyio.open_process(

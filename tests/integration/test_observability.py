@@ -24,11 +24,10 @@ from tests.integration.harness import (
     events_until,
     eventually,
     fast_settings,
+    quick_job,
 )
 
-QUICK = {"job_type": "PROVISION", "job_status": [[0, "RUNNING"], [0.3, "SUCCEEDED"]],
-         "tasks": [{"task_name": "A", "task_index": 1,
-                    "steps": [[0, "RUNNING"], [0.3, "SUCCEEDED"]]}]}  # fmt: skip
+QUICK = quick_job(0.3)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
