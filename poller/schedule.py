@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from poller.backoff import full_jitter
 from poller.config import Settings
 
 
@@ -57,8 +58,10 @@ def backoff_delay(
     Full jitter over ``min(backoff_max, backoff_initial * 2**(attempt-1))``; a server's
     ``Retry-After`` is a floor, never shortened (the client caps what it parses at an hour).
     """
-    ceiling = min(policy.backoff_max, policy.backoff_initial * 2.0 ** max(0, attempt - 1))
-    delay = rng.uniform(0.0, ceiling)
-    if retry_after is not None and retry_after > 0:
-        delay = max(delay, retry_after)
-    return delay
+    return full_jitter(
+        attempt,
+        initial=policy.backoff_initial,
+        cap=policy.backoff_max,
+        rng=rng,
+        floor=retry_after,
+    )

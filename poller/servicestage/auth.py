@@ -26,6 +26,7 @@ import aiohttp
 import anyio
 from yarl import URL
 
+from poller.backoff import exponential_ceiling
 from poller.config import Secret, Settings
 from poller.servicestage.models import parse_error
 from poller.servicestage.signing import sign_request
@@ -307,7 +308,7 @@ class IamToken:
                 await self._fetch()
             except AuthUnavailable:
                 self._failures += 1
-                self._retry_at = now + min(60.0, 2.0 ** (self._failures - 1))
+                self._retry_at = now + exponential_ceiling(self._failures, 1.0, 60.0)
                 return self._still_valid()
             self._failures = 0
             self._retry_at = 0.0

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
@@ -16,9 +15,18 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
+from poller.backoff import exponential_ceiling
 from poller.ids import is_valid_id
 from poller.servicestage.auth import Authenticator, AuthUnavailable
-from poller.servicestage.models import MalformedResponse, Page, assemble, parse_error, parse_page
+from poller.servicestage.models import (
+    MalformedResponse,
+    Page,
+    assemble,
+    clean_text,
+    decode_json,
+    parse_error,
+    parse_page,
+)
 from poller.servicestage.outcomes import (
     AuthFailed,
     Fetched,
@@ -88,7 +96,7 @@ class UnauthorizedPause:
     def trip(self) -> float:
         """Start (or lengthen) the pause; returns its length in seconds."""
         self.failures += 1
-        length = min(self._cap, self._base * 2.0 ** (self.failures - 1))
+        length = exponential_ceiling(self.failures, self._base, self._cap)
         self._until = self._clock() + length
         return length
 
@@ -182,7 +190,7 @@ class ServiceStageClient:
                 ) as resp:
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    request_id = resp.headers.get("X-Request-Id", "")
+                    request_id = clean_text(resp.headers.get("X-Request-Id", ""))[:100]
                     body = await _read_body(resp)
             except BodyTooLarge:
                 self._note("error")
@@ -200,8 +208,8 @@ class ServiceStageClient:
                 self._report_auth("")
             if status == 200:
                 try:
-                    return parse_page(json.loads(body))
-                except (ValueError, MalformedResponse) as exc:
+                    return parse_page(decode_json(body))
+                except MalformedResponse as exc:
                     return Transient(f"unexpected body: {_short(exc)}", status=status)
             error = parse_error(body.decode("utf-8", "replace"))
             request_id = error.request_id or request_id

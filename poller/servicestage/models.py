@@ -9,6 +9,7 @@ the client treats as a transient failure.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,17 +57,40 @@ def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in obj.items()}
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """``value`` with every lone UTF-16 surrogate (text that is not valid Unicode, which JSON
+    escapes such as ``"\\ud83d"`` can carry) replaced by U+FFFD, so it encodes as UTF-8."""
+    if value.isascii():
+        return value
+    return _LONE_SURROGATE.sub("\ufffd", value)
+
+
+def decode_json(body: bytes | str) -> Any:
+    """A JSON document from a response body; :class:`MalformedResponse` for anything else,
+    including nesting too deep to decode (``RecursionError``)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedResponse(f"not JSON: {type(exc).__name__}") from None
+
+
 def _text(value: Any, *, field: str, required: bool = False) -> str:
     if value is None:
         if required:
             raise MalformedResponse(f"missing {field}")
         return ""
     if isinstance(value, str):
-        return value
+        return clean_text(value)
     if isinstance(value, bool | int | float):
         return json.dumps(value)
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        try:
+            return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise MalformedResponse(f"{field} cannot be shown as text") from exc
     raise MalformedResponse(f"{field} has an unexpected type {type(value).__name__}")
 
 
@@ -169,8 +193,8 @@ class ApiError:
 def parse_error(text: str) -> ApiError:
     """The error fields of a body, or an empty :class:`ApiError` when it is not JSON."""
     try:
-        body = json.loads(text)
-    except ValueError:
+        body = decode_json(text)
+    except MalformedResponse:
         return ApiError()
     if not isinstance(body, Mapping):
         return ApiError()
