@@ -86,6 +86,8 @@ class Settings:
     claim_batch: int = 100
     # retention of events and finished jobs
     retention: float = 24 * 3600.0
+    # how long a job ID's next ``seq`` is remembered after it was last tracked
+    seq_memory: float = 30 * 24 * 3600.0
     events_maxlen: int = 1_000_000
     # process
     shutdown_grace: float = 10.0
@@ -190,7 +192,7 @@ def _as_secret(name: str, raw: Any) -> Secret:
 _FLOATS = {
     "poll_interval", "poll_interval_max", "backoff_initial", "backoff_max", "job_timeout",
     "not_found_grace", "request_timeout", "rate_limit", "lease_seconds", "retention",
-    "shutdown_grace",
+    "seq_memory", "shutdown_grace",
 }  # fmt: skip
 _INTS = {"page_size", "concurrency", "claim_batch", "events_maxlen", "http_port"}
 _SECRETS = {"auth_token", "access_key", "secret_key", "iam_password"}
@@ -297,6 +299,7 @@ def _validate(s: Settings) -> None:
         ("POLLER_REQUEST_TIMEOUT", s.request_timeout),
         ("POLLER_LEASE_SECONDS", s.lease_seconds),
         ("POLLER_RETENTION", s.retention),
+        ("POLLER_SEQ_MEMORY", s.seq_memory),
     ]
     for name, value in positive:
         _check(value > 0, f"{name}: must be greater than 0")

@@ -33,6 +33,7 @@ def open_store(settings: Settings) -> Store:
         Keys(settings.key_prefix),
         retention=settings.retention,
         maxlen=settings.events_maxlen,
+        seq_memory=settings.seq_memory,
     )
 
 
@@ -63,7 +64,7 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
 @asynccontextmanager
 async def build_worker(
     settings: Settings, *, metrics: Metrics | None = None, health: Health | None = None
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[Worker[Store]]:
     """A ready :class:`Worker` for ``settings``; closes its connections on exit."""
     metrics = metrics or Metrics()
     health = health or Health()

@@ -58,6 +58,7 @@ class JobState:
     last_error: str = ""
     last_poll_at: float | None = None
     due_at: float | None = None
+    crashes: int = 0  # polls in a row that ended in an error instead of an outcome
 
     @property
     def identity(self) -> JobIdentity:

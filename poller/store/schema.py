@@ -13,6 +13,9 @@ key                            type     what
 ``P:job:M``                    HASH     one job's state (fields below)
 ``P:events``                   STREAM   every event, ``MAXLEN ~``
 ``P:events:{job_id}``          STREAM   one job's events; expires ``retention`` after it ends
+``P:jobid:{job_id}``           HASH     ``project`` tracking this job ID, ``seq`` its next
+                                        number; kept ``seq_memory`` after the job ends
+``P:claim:{replica}``          STRING   the replica's last claim (ID and leases), for retries
 ``P:ratelimit``                STRING   GCRA theoretical arrival time for the global rate limit
 =============================  =======  ===============================================
 
@@ -22,7 +25,12 @@ Job hash fields: ``project job instance meta`` (identity), ``state`` (``tracking
 taken_at last_poll_at last_error`` (policy), ``seq`` (next event number), ``epoch token owner
 lease_until`` (lease, ``token`` empty when nobody holds it), ``due`` (when the
 poll was due, for lag), ``commit_id`` (the last applied
-commit, for idempotent retries), ``finished_at`` and ``outcome``.
+commit, for idempotent retries), ``crashes`` (polls in a row that ended in an error, not an
+outcome), ``finished_at`` and ``outcome``.
+
+Every script checks the type of each key it touches before its first write and answers
+``corrupt`` (or skips the key) instead of failing half-way: Lua does not roll back, so a
+script that raised after an ``XADD`` and was retried would publish that event twice.
 
 The scripts build job-hash names from the prefix they are given; in Redis Cluster use a
 hash-tagged prefix such as ``{poller}`` so every key lives in one slot.
@@ -89,16 +97,30 @@ class Keys:
     def job_events(self, job_id: str) -> str:
         return f"{self.prefix}:events:{job_id}"
 
+    def jobref(self, job_id: str) -> str:
+        return f"{self.prefix}:jobid:{job_id}"
+
+    def claim(self, replica: str) -> str:
+        return f"{self.prefix}:claim:{replica}"
+
     @property
     def ratelimit(self) -> str:
         return f"{self.prefix}:ratelimit"
 
 
-# Move up to ARGV[1] messages from the intake queue to this replica's in-flight list.
+# Shared by the scripts: a key's type, and whether it is absent or of the wanted type.
+_PRELUDE: Final = """
+local function kind(key) return redis.call('TYPE', key)['ok'] end
+local function usable(key, want) local t = kind(key); return t == 'none' or t == want end
+"""
+
+# Move messages from the intake queue to this replica's in-flight list until it holds ARGV[1]
+# (a replica whose in-flight list is full takes nothing more).
 # KEYS: intake, inflight.  Returns how many moved.
 MOVE_TO_INFLIGHT: Final = """
+local room = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[2])
 local moved = 0
-for _ = 1, tonumber(ARGV[1]) do
+while moved < room do
   if not redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') then break end
   moved = moved + 1
 end
@@ -106,10 +128,26 @@ return moved
 """
 
 # Admit one valid message: start tracking unless already tracked or recently finished.
-# KEYS: schedule, job hash, job stream, inflight.
-# ARGV: raw, member, project, job, instance, meta, force ('1'/'0'), now.
-# Returns 'admitted', 'tracked' or 'finished'; the message leaves the in-flight list either way.
-ADMIT: Final = """
+# KEYS: schedule, job hash, job stream, inflight, job ID record.
+# ARGV: raw, member, project, job, instance, meta, force ('1'/'0'), now, job key prefix.
+# Returns 'admitted', 'tracked' or 'finished' (the message leaves the in-flight list), or
+# 'conflict' (the job ID is tracked under another project) or 'corrupt' (a key of another
+# type is in the way): those two leave the message in flight for the caller to dead-letter.
+# ``seq`` continues from the job's hash or, once that expired, from the job ID record.
+ADMIT: Final = (
+    _PRELUDE
+    + """
+if not (usable(KEYS[1], 'zset') and usable(KEYS[2], 'hash') and usable(KEYS[3], 'stream')
+        and usable(KEYS[5], 'hash')) then
+  return 'corrupt'
+end
+local owner = redis.call('HGET', KEYS[5], 'project')
+if owner and owner ~= ARGV[3] then
+  local other = ARGV[9] .. owner .. ':' .. ARGV[4]
+  if kind(other) == 'hash' and redis.call('HGET', other, 'state') == 'tracking' then
+    return 'conflict'
+  end
+end
 local state = redis.call('HGET', KEYS[2], 'state')
 local result
 if state == 'tracking' then
@@ -117,12 +155,16 @@ if state == 'tracking' then
 elseif state == 'finished' and ARGV[7] ~= '1' then
   result = 'finished'
 else
-  local seq = tostring(tonumber(redis.call('HGET', KEYS[2], 'seq') or '1') or 1)
+  local seq = math.max(tonumber(redis.call('HGET', KEYS[2], 'seq') or '1') or 1,
+                       tonumber(redis.call('HGET', KEYS[5], 'seq') or '1') or 1)
+  seq = string.format('%d', seq)
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'project', ARGV[3], 'job', ARGV[4], 'instance', ARGV[5],
     'meta', ARGV[6], 'state', 'tracking', 'snap', '', 'interval', '0', 'attempts', '0',
     'nf_since', '', 'taken_at', ARGV[8], 'seq', seq, 'epoch', '0', 'token', '', 'owner', '',
     'lease_until', '', 'last_error', '', 'last_poll_at', '', 'commit_id', '', 'due', ARGV[8])
+  redis.call('HSET', KEYS[5], 'project', ARGV[3], 'seq', seq)
+  redis.call('PERSIST', KEYS[5])
   redis.call('PERSIST', KEYS[3])
   redis.call('ZADD', KEYS[1], ARGV[8], ARGV[2])
   result = 'admitted'
@@ -130,6 +172,7 @@ end
 redis.call('LREM', KEYS[4], 1, ARGV[1])
 return result
 """
+)
 
 # Park an invalid message in the dead-letter list.  KEYS: dead, inflight.  ARGV: raw, record.
 # Only a message still in flight is parked, so a retry after a lost reply adds no second record.
@@ -139,18 +182,66 @@ redis.call('LPUSH', KEYS[1], ARGV[2])
 return 1
 """
 
-# Take a job whose state cannot be decoded out of the schedule, and say so in the dead-letter
-# list (one bad hash must not stop the replicas).  KEYS: schedule, job hash, dead.
-# ARGV: member, token, record, retention seconds.  Returns 1, or 0 when the lease is no
-# longer the caller's.  The hash is kept for the retention period for inspection.
-QUARANTINE: Final = """
-if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], 'state', 'quarantined', 'token', '', 'owner', '')
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('LPUSH', KEYS[3], ARGV[3])
+# Retire a job whose state cannot be used (undecodable, keys of another type, polls that keep
+# crashing) and tell its consumers: a final ``job.abandoned`` with reason ``corrupt_state`` on
+# every stream that can take it, and a record in the dead-letter list.
+# KEYS: schedule, job hash, dead, global stream, job stream, job ID record.
+# ARGV: member, token, record, retention, job id, project id, observed_at, detail, maxlen,
+#       seq memory.
+# Returns 1, or 0 when the lease is no longer the caller's.  A hash is kept for the retention
+# period for inspection; a key of another type is left alone.
+QUARANTINE: Final = (
+    _PRELUDE
+    + """
+local is_hash = kind(KEYS[2]) == 'hash'
+if is_hash and redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 0 end
+if not is_hash and ARGV[2] ~= '' then return 0 end
+local seq = 1
+local last, meta = '', ''
+if is_hash then
+  seq = math.max(seq, tonumber(redis.call('HGET', KEYS[2], 'seq') or '') or 1)
+  local ok, snap = pcall(cjson.decode, redis.call('HGET', KEYS[2], 'snap') or '')
+  if ok and type(snap) == 'table' and type(snap['s']) == 'string' then last = snap['s'] end
+  local m = redis.call('HGET', KEYS[2], 'meta') or ''
+  local ok2, doc = pcall(cjson.decode, m)
+  if m ~= '' and ok2 and type(doc) == 'table' then meta = m end
+end
+local ref_ok = usable(KEYS[6], 'hash')
+if ref_ok then seq = math.max(seq, tonumber(redis.call('HGET', KEYS[6], 'seq') or '') or 1) end
+local job_stream_ok = usable(KEYS[5], 'stream')
+if job_stream_ok then
+  local tail = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
+  if tail[1] then
+    local f = tail[1][2]
+    for i = 1, #f, 2 do
+      if f[i] == 'seq' then seq = math.max(seq, (tonumber(f[i + 1]) or 0) + 1) end
+    end
+  end
+end
+local fields = {'event', 'job.abandoned', 'job_id', ARGV[5], 'project_id', ARGV[6],
+  'seq', string.format('%d', seq), 'observed_at', ARGV[7], 'from_status', last,
+  'to_status', last, 'job_status', last, 'reason', 'corrupt_state', 'detail', ARGV[8]}
+if meta ~= '' then table.insert(fields, 'meta'); table.insert(fields, meta) end
+if usable(KEYS[4], 'stream') then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
+end
+if job_stream_ok then
+  redis.call('XADD', KEYS[5], '*', unpack(fields))
+  redis.call('EXPIRE', KEYS[5], ARGV[4])
+end
+if ref_ok then
+  redis.call('HSET', KEYS[6], 'project', ARGV[6], 'seq', string.format('%d', seq + 1))
+  redis.call('EXPIRE', KEYS[6], ARGV[10])
+end
+if usable(KEYS[1], 'zset') then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if is_hash then
+  redis.call('HSET', KEYS[2], 'state', 'quarantined', 'token', '', 'owner', '')
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if usable(KEYS[3], 'list') then redis.call('LPUSH', KEYS[3], ARGV[3]) end
 return 1
 """
+)
 
 # Hand back the in-flight lists of replicas whose heartbeat lapsed.
 # KEYS: replicas, intake.  ARGV: now, inflight key prefix.  Returns messages handed back.
@@ -165,43 +256,80 @@ end
 return moved
 """
 
-# Claim up to ARGV[3] due jobs.  KEYS: schedule.  ARGV: now, lease deadline, limit, owner, job
-# key prefix.  Each claim bumps the job's epoch (the fencing token) and pushes its schedule
-# score to the lease deadline, so a crashed owner's jobs fall due again by themselves.
+# Claim up to ARGV[3] due jobs.  KEYS: schedule, the owner's claim record.
+# ARGV: now, lease deadline, limit, owner, job key prefix, claim id, lease (ms).
+# Each claim bumps the job's epoch (the fencing token) and pushes its schedule score to the
+# lease deadline, so a crashed owner's jobs fall due again by themselves.  The claim is
+# recorded under its ID: the same claim sent again (a retry after a lost reply) returns the
+# same leases instead of leaving them to lapse.
 # Returns a flat list: the earliest score left in the schedule ('' if none), then member,
-# token, field count, HGETALL fields… per claimed job.
-CLAIM_DUE: Final = """
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+# token, field count, HGETALL fields… per claimed job; a job whose key is not a hash comes
+# with an empty token and count -1 (the caller quarantines it).
+CLAIM_DUE: Final = (
+    _PRELUDE
+    + """
 local out = {}
-for _, member in ipairs(members) do
-  local key = ARGV[5] .. member
-  if redis.call('HGET', key, 'state') ~= 'tracking' then
-    redis.call('ZREM', KEYS[1], member)
-  else
-    -- not HINCRBY: a garbled epoch must not make every claim of every replica fail
-    local token = tostring((tonumber(redis.call('HGET', key, 'epoch') or '0') or 0) + 1)
-    redis.call('HSET', key, 'epoch', token)
-    redis.call('HSET', key, 'token', token, 'owner', ARGV[4], 'lease_until', ARGV[2])
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
-    local fields = redis.call('HGETALL', key)
-    table.insert(out, member)
-    table.insert(out, token)
-    table.insert(out, #fields)
-    for _, v in ipairs(fields) do table.insert(out, v) end
+local function emit(member, token, key)
+  local fields = redis.call('HGETALL', key)
+  table.insert(out, member)
+  table.insert(out, token)
+  table.insert(out, #fields)
+  for _, v in ipairs(fields) do table.insert(out, v) end
+end
+local record = usable(KEYS[2], 'string') and redis.call('GET', KEYS[2])
+local ok, previous = pcall(cjson.decode, record or '')
+if ok and type(previous) == 'table' and previous['id'] == ARGV[6] then
+  for _, lease in ipairs(previous['m'] or {}) do
+    local key = ARGV[5] .. lease[1]
+    if kind(key) == 'hash' and redis.call('HGET', key, 'token') == lease[2] then
+      emit(lease[1], lease[2], key)
+    end
+  end
+else
+  local claimed = {}
+  local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,
+                             tonumber(ARGV[3]))
+  for _, member in ipairs(members) do
+    local key = ARGV[5] .. member
+    local t = kind(key)
+    if t ~= 'hash' and t ~= 'none' then
+      redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
+      table.insert(out, member)
+      table.insert(out, '')
+      table.insert(out, -1)
+    elseif redis.call('HGET', key, 'state') ~= 'tracking' then
+      redis.call('ZREM', KEYS[1], member)
+    else
+      -- not HINCRBY: a garbled epoch must not make every claim of every replica fail
+      local epoch = tonumber(redis.call('HGET', key, 'epoch') or '0') or 0
+      local token = string.format('%d', epoch + 1)
+      redis.call('HSET', key, 'epoch', token, 'token', token, 'owner', ARGV[4],
+                 'lease_until', ARGV[2])
+      redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
+      table.insert(claimed, {member, token})
+      emit(member, token, key)
+    end
+  end
+  if usable(KEYS[2], 'string') then
+    redis.call('SET', KEYS[2], cjson.encode({id = ARGV[6], m = claimed}), 'PX', ARGV[7])
   end
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 table.insert(out, 1, first[2] or '')
 return out
 """
+)
 
 # Extend leases still held.  KEYS: schedule.  ARGV: deadline, job key prefix, then
 # member, token pairs.  Returns 1/0 per pair (0: the lease is lost, stop working on it).
-RENEW_LEASES: Final = """
+RENEW_LEASES: Final = (
+    _PRELUDE
+    + """
 local out = {}
 for i = 3, #ARGV, 2 do
   local key = ARGV[2] .. ARGV[i]
-  if redis.call('HGET', key, 'token') == ARGV[i + 1] and ARGV[i + 1] ~= '' then
+  local held = ARGV[i + 1] ~= '' and kind(key) == 'hash'
+  if held and redis.call('HGET', key, 'token') == ARGV[i + 1] then
     redis.call('HSET', key, 'lease_until', ARGV[1])
     redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
     table.insert(out, 1)
@@ -211,36 +339,57 @@ for i = 3, #ARGV, 2 do
 end
 return out
 """
+)
 
-# Give a lease back unused: the job is due again at ARGV[3].
-# KEYS: schedule, job hash.  ARGV: member, token, due.
-RELEASE: Final = """
-if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] or ARGV[2] == '' then return 0 end
+# Give a lease back unused: the job is due again at ARGV[3].  With ARGV[4] not empty the poll
+# crashed: count it (``crashes``) and keep ARGV[4] as the last error.
+# KEYS: schedule, job hash.  ARGV: member, token, due, crash error.
+RELEASE: Final = (
+    _PRELUDE
+    + """
+if ARGV[2] == '' or kind(KEYS[2]) ~= 'hash' or redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then
+  return 0
+end
 redis.call('HSET', KEYS[2], 'token', '', 'owner', '', 'lease_until', '')
+if ARGV[4] ~= '' then
+  local crashes = (tonumber(redis.call('HGET', KEYS[2], 'crashes') or '0') or 0) + 1
+  redis.call('HSET', KEYS[2], 'crashes', string.format('%d', crashes), 'last_error', ARGV[4])
+end
 redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
 return 1
 """
+)
 
 # The fenced, idempotent commit of one poll.
-# KEYS: schedule, job hash, global stream, job stream.
+# KEYS: schedule, job hash, global stream, job stream, job ID record.
 # ARGV: member, token, expected seq, commit id, now, due ('' retires), retention seconds,
-#       maxlen, hash pair count N, N field/value pairs, event count E, then per event:
-#       field count F and F field/value pairs.
+#       maxlen, seq memory, hash pair count N, N field/value pairs, event count E, then per
+#       event: field count F and F field/value pairs.
 # Returns 'ok', 'duplicate' (this commit id was applied already: a retry after a lost reply),
-# 'fenced' (the lease or seq moved on: publish nothing) or 'gone' (no such tracked job).
-COMMIT: Final = """
+# 'fenced' (the lease or seq moved on: publish nothing), 'gone' (no such tracked job) or
+# 'corrupt' (a key it must write holds another type: nothing was written).
+COMMIT: Final = (
+    _PRELUDE
+    + """
+if kind(KEYS[2]) ~= 'hash' then return kind(KEYS[2]) == 'none' and 'gone' or 'corrupt' end
 if redis.call('HGET', KEYS[2], 'commit_id') == ARGV[4] then return 'duplicate' end
 if redis.call('HGET', KEYS[2], 'state') ~= 'tracking' then return 'gone' end
 if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2]
    or redis.call('HGET', KEYS[2], 'seq') ~= ARGV[3] then
   return 'fenced'
 end
-local i = 9
+local i = 10
 local npairs = tonumber(ARGV[i])
 local pairs_at = i + 1
 i = i + 1 + 2 * npairs
 local nevents = tonumber(ARGV[i])
 i = i + 1
+local retires = ARGV[6] == ''
+if not usable(KEYS[1], 'zset')
+   or (nevents > 0 and not (usable(KEYS[3], 'stream') and usable(KEYS[4], 'stream')))
+   or (retires and not usable(KEYS[5], 'hash')) then
+  return 'corrupt'
+end
 for _ = 1, nevents do
   local nfields = tonumber(ARGV[i])
   local fields = {}
@@ -252,18 +401,22 @@ end
 for j = pairs_at, pairs_at + 2 * npairs - 1, 2 do
   redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
 end
-redis.call('HSET', KEYS[2], 'seq', tostring(tonumber(ARGV[3]) + nevents), 'token', '',
-  'owner', '', 'lease_until', '', 'commit_id', ARGV[4], 'last_poll_at', ARGV[5])
-if ARGV[6] == '' then
+local next_seq = string.format('%d', tonumber(ARGV[3]) + nevents)
+redis.call('HSET', KEYS[2], 'seq', next_seq, 'token', '', 'owner', '', 'lease_until', '',
+  'commit_id', ARGV[4], 'last_poll_at', ARGV[5])
+if retires then
   redis.call('HSET', KEYS[2], 'state', 'finished', 'finished_at', ARGV[5])
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[7])
   redis.call('EXPIRE', KEYS[4], ARGV[7])
+  redis.call('HSET', KEYS[5], 'project', redis.call('HGET', KEYS[2], 'project'), 'seq', next_seq)
+  redis.call('EXPIRE', KEYS[5], ARGV[9])
 else
   redis.call('ZADD', KEYS[1], ARGV[6], ARGV[1])
 end
 return 'ok'
 """
+)
 
 # Global rate limit (GCRA) on the server's clock, shared by every replica.
 # KEYS: ratelimit.  ARGV: emission interval (ms), burst.  Returns ms to wait (0: go).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,8 +13,17 @@ from typing import Any, Literal, cast
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from poller.intake import Admission
@@ -22,8 +32,8 @@ from poller.store import schema
 from poller.store.schema import Keys, job_member
 from poller.tracking import JobState, Plan
 
-CommitResult = Literal["ok", "duplicate", "fenced", "gone"]
-AdmitResult = Literal["admitted", "tracked", "finished"]
+CommitResult = Literal["ok", "duplicate", "fenced", "gone", "corrupt"]
+AdmitResult = Literal["admitted", "tracked", "finished", "conflict", "corrupt"]
 
 
 def connect(url: str, *, socket_timeout: float = 5.0) -> Redis:
@@ -40,6 +50,24 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> Redis:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+
+
+# Failures that say "not now" rather than "never": worth retrying with backoff.  (redis-py
+# maps LOADING to BusyLoadingError, a ConnectionError; BUSY and NOREPLICAS keep their code.)
+_TRANSIENT_ERRORS = (
+    RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, TryAgainError,
+    ClusterDownError, MasterDownError, NoScriptError,
+)  # fmt: skip
+_TRANSIENT_CODES = ("BUSY", "NOREPLICAS")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for Redis failures that may pass (connection lost, timeout, a server loading its
+    data, busy with a script, failing over or out of memory); False for deterministic errors
+    (``WRONGTYPE``, a script error) that would fail the same way on every retry."""
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_CODES)
 
 
 def _text(value: Any) -> str:
@@ -73,6 +101,7 @@ def state_from_hash(fields: dict[str, str]) -> JobState:
         last_error=fields.get("last_error", ""),
         last_poll_at=_float(fields.get("last_poll_at", "")),
         due_at=_float(fields.get("due", "")),
+        crashes=int(fields.get("crashes") or 0),
     )
 
 
@@ -103,12 +132,19 @@ class Store:
     """Async operations on one prefix of one Redis database."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, *, retention: float = 86400.0, maxlen: int = 1_000_000
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        retention: float = 86400.0,
+        maxlen: int = 1_000_000,
+        seq_memory: float = 30 * 86400.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.retention = retention
         self.maxlen = maxlen
+        self.seq_memory = seq_memory
         self._move = redis.register_script(schema.MOVE_TO_INFLIGHT)
         self._admit = redis.register_script(schema.ADMIT)
         self._dead = redis.register_script(schema.DEAD_LETTER)
@@ -130,7 +166,9 @@ class Store:
         """Messages in this replica's in-flight list (oldest first), moving new ones there.
 
         Blocks up to ``block`` seconds when the queue is empty.  Whatever sits in the in-flight
-        list is returned again until admitted or dead-lettered, so a lost reply loses nothing.
+        list is returned again until admitted or dead-lettered, so a lost reply loses nothing;
+        the list never grows past ``limit`` (plus one message a blocking wait brought), so a
+        message that cannot be admitted holds back at most that many.
         """
         inflight = self.keys.inflight(replica)
         moved = int(await self._move(keys=[self.keys.intake, inflight], args=[limit]))
@@ -154,6 +192,7 @@ class Store:
                 self.keys.job(member),
                 self.keys.job_events(admission.job_id),
                 self.keys.inflight(replica),
+                self.keys.jobref(admission.job_id),
             ],
             args=[
                 raw,
@@ -164,6 +203,7 @@ class Store:
                 admission.meta,
                 "1" if admission.force else "0",
                 repr(now),
+                self.keys.job_prefix,
             ],
         )
         return cast(AdmitResult, _text(result))
@@ -201,24 +241,38 @@ class Store:
 
     # --- schedule and leases --------------------------------------------------------------
 
-    async def claim_due(self, owner: str, now: float, lease: float, limit: int) -> Claim:
+    async def claim_due(
+        self, owner: str, now: float, lease: float, limit: int, claim_id: str | None = None
+    ) -> Claim:
         """Atomically lease up to ``limit`` due jobs to ``owner`` until ``now + lease``.
 
         Also says when the schedule's earliest remaining entry is due (``None``: empty).  A job
-        whose stored state cannot be decoded is quarantined (out of the schedule, reported in
-        the dead-letter list) instead of being returned.
+        whose stored state cannot be decoded is quarantined (out of the schedule, a final
+        ``job.abandoned`` for its consumers, a record in the dead-letter list) instead of being
+        returned.  The claim carries an ID, so the client's retry after a lost reply gets the
+        same leases back.
         """
         flat = await self._claim(
-            keys=[self.keys.schedule],
-            args=[repr(now), repr(now + lease), limit, owner, self.keys.job_prefix],
+            keys=[self.keys.schedule, self.keys.claim(owner)],
+            args=[
+                repr(now),
+                repr(now + lease),
+                limit,
+                owner,
+                self.keys.job_prefix,
+                claim_id or os.urandom(8).hex(),
+                max(1, int(lease * 1000)),
+            ],
         )
         claim = Claim(next_due=float(_text(flat[0])) if _text(flat[0]) else None)
         i = 1
         while i < len(flat):
             member, token, count = _text(flat[i]), _text(flat[i + 1]), int(flat[i + 2])
-            values = [_text(v) for v in flat[i + 3 : i + 3 + count]]
-            i += 3 + count
+            values = [_text(v) for v in flat[i + 3 : i + 3 + max(0, count)]]
+            i += 3 + max(0, count)
             try:
+                if count < 0:
+                    raise CorruptJobState("the job's key holds another type than a hash")
                 fields = dict(zip(values[::2], values[1::2], strict=True))
                 claim.jobs.append(state_from_hash(fields))
             except (ValueError, KeyError, TypeError) as exc:
@@ -230,11 +284,31 @@ class Store:
         return claim
 
     async def quarantine(self, member: str, token: str, reason: str, now: float) -> bool:
-        """Take a job out of the schedule and record why in the dead-letter list."""
+        """Retire a job whose state is unusable: a final ``job.abandoned`` (``corrupt_state``)
+        on its streams, and a record of why in the dead-letter list."""
         record = json.dumps({"raw": member, "reason": reason, "at": format_timestamp(now)})
+        project_id, _, job_id = member.partition(":")
         result = await self._quarantine(
-            keys=[self.keys.schedule, self.keys.job(member), self.keys.dead],
-            args=[member, token, record, max(1, int(self.retention))],
+            keys=[
+                self.keys.schedule,
+                self.keys.job(member),
+                self.keys.dead,
+                self.keys.events,
+                self.keys.job_events(job_id),
+                self.keys.jobref(job_id),
+            ],
+            args=[
+                member,
+                token,
+                record,
+                max(1, int(self.retention)),
+                job_id,
+                project_id,
+                format_timestamp(now),
+                reason,
+                self.maxlen,
+                max(1, int(self.seq_memory)),
+            ],
         )
         return bool(int(result))
 
@@ -268,12 +342,16 @@ class Store:
         result = await self._renew(keys=[self.keys.schedule], args=args)
         return [bool(int(r)) for r in result]
 
-    async def release(self, state: JobState, due: float) -> bool:
-        """Give an unused lease back; the job is due again at ``due``."""
+    async def release(self, state: JobState, due: float, crash: str = "") -> bool:
+        """Give an unused lease back; the job is due again at ``due``.
+
+        ``crash`` (the error) says the poll ended in an error rather than an outcome: it is
+        counted in the job's ``crashes``, so a job that can never be polled is retired.
+        """
         member = job_member(state.project_id, state.job_id)
         result = await self._release(
             keys=[self.keys.schedule, self.keys.job(member)],
-            args=[member, state.token, repr(due)],
+            args=[member, state.token, repr(due), crash],
         )
         return bool(int(result))
 
@@ -291,6 +369,8 @@ class Store:
             "outcome": plan.outcome,
             "due": "" if plan.due_at is None else repr(plan.due_at),
         }
+        if state.crashes:
+            pairs["crashes"] = "0"
         args: list[str | int] = [
             member,
             state.token,
@@ -300,6 +380,7 @@ class Store:
             "" if plan.due_at is None else repr(plan.due_at),
             max(1, int(self.retention)),
             self.maxlen,
+            max(1, int(self.seq_memory)),
             len(pairs),
         ]
         for key, value in pairs.items():
@@ -315,6 +396,7 @@ class Store:
                 self.keys.job(member),
                 self.keys.events,
                 self.keys.job_events(state.job_id),
+                self.keys.jobref(state.job_id),
             ],
             args=args,
         )
