@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import anyio
 from aiohttp import web
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from poller.config import Settings, unknown_variables
@@ -35,6 +36,38 @@ def open_store(settings: Settings) -> Store:
         maxlen=settings.events_maxlen,
         seq_memory=settings.seq_memory,
     )
+
+
+# Policies that may evict any key, a tracked job's state included: a lost job.
+_EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+
+async def durability_warnings(redis: Redis) -> list[str]:
+    """What in this Redis's configuration can lose jobs or events (empty when nothing).
+
+    Read from ``INFO`` (and ``CONFIG GET save`` where allowed: managed services often forbid
+    ``CONFIG``), so it works on any Redis the daemon can talk to.
+    """
+    warnings = []
+    memory = await redis.info("memory")
+    policy = str(memory.get("maxmemory_policy", ""))
+    if policy in _EVICTING_POLICIES:
+        warnings.append(
+            f"Redis maxmemory-policy is {policy}: under memory pressure it may evict a tracked "
+            "job's state (a lost job); use noeviction or a volatile-* policy"
+        )
+    persistence = await redis.info("persistence")
+    if not int(persistence.get("aof_enabled", 0)):
+        try:
+            save = (await redis.config_get("save")).get("save", "")
+        except RedisError:
+            save = "unknown"
+        if not save:
+            warnings.append(
+                "Redis persistence is off (no AOF, no RDB snapshots): a Redis restart loses "
+                "every tracked job and event; enable appendonly (appendfsync everysec or always)"
+            )
+    return warnings
 
 
 def _rate_gate(store: Store, per_second: float) -> Gate:
@@ -150,6 +183,11 @@ async def run_daemon(settings: Settings) -> int:
             prefix=settings.key_prefix,
             http_port=port,
         )
+        try:
+            for warning in await durability_warnings(worker.store.redis):
+                log.warning("redis may lose jobs", problem=warning)
+        except RedisError as exc:  # not reachable yet: the worker waits for it and says so
+            log.info("redis configuration not checked", error=str(exc))
 
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

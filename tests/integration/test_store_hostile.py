@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import random
 
+from poller.daemon import durability_warnings
 from poller.intake import Admission
-from poller.store import Store
+from poller.localredis import LocalRedis
+from poller.store import Store, connect
 from poller.tracking import plan_after_poll
 from tests.integration.test_store import NOW, POLICY, admit, claim_one, snapshot
 
@@ -161,3 +163,25 @@ async def test_release_after_a_crash_counts_it_and_a_commit_clears_the_count(
     assert await store.commit(again, plan, NOW + 1) == "ok"
     third = await claim_one(store, "r1", NOW + 100)
     assert third.crashes == 0
+
+
+async def test_start_up_warns_about_an_evicting_policy_and_missing_persistence() -> None:
+    with LocalRedis(persistent=False) as server:
+        redis = connect(server.url)
+        try:
+            await redis.config_set("maxmemory-policy", "allkeys-lru")
+            warnings = await durability_warnings(redis)
+        finally:
+            await redis.aclose()
+    assert len(warnings) == 2
+    assert "maxmemory-policy is allkeys-lru" in warnings[0]
+    assert "persistence is off" in warnings[1]
+
+
+async def test_start_up_is_quiet_on_a_durable_redis(own_redis: LocalRedis) -> None:
+    # appendonly yes, noeviction
+    redis = connect(own_redis.url)
+    try:
+        assert await durability_warnings(redis) == []
+    finally:
+        await redis.aclose()
