@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from poller.config import Settings, unknown_variables
 from poller.servicestage.auth import AuthHooks, build_authenticator
 from poller.servicestage.client import Gate, ServiceStageClient
+from poller.servicestage.proxy import env_proxy
 from poller.store import Keys, Store, connect
 from poller.telemetry import REDACTOR, Health, Metrics, get_logger, health_app
 from poller.worker import Worker
@@ -114,7 +115,7 @@ async def build_worker(
         health.auth_problem = problem
 
     try:
-        async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
             hooks = AuthHooks(
                 secret=REDACTOR.add,
                 problem=auth_problem,
@@ -130,6 +131,7 @@ async def build_worker(
                 gate=_rate_gate(store, settings.rate_limit) if settings.rate_limit > 0 else None,
                 on_response=lambda code: metrics.api_responses.labels(code).inc(),
                 on_auth_problem=auth_problem,
+                proxy=env_proxy(settings.base_url),
             )
             worker = Worker(settings, store, client, metrics=metrics, health=health)
             async with anyio.create_task_group() as tg:

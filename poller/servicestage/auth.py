@@ -14,7 +14,6 @@ Secrets are held in :class:`~poller.config.Secret` and never put into messages.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,8 @@ from yarl import URL
 
 from poller.backoff import exponential_ceiling
 from poller.config import Secret, Settings
-from poller.servicestage.models import parse_error
+from poller.servicestage.models import decode_json, parse_error
+from poller.servicestage.proxy import env_proxy
 from poller.servicestage.signing import sign_request
 
 
@@ -216,6 +216,7 @@ class IamToken:
     ) -> None:
         self._session = session
         self._url = URL(endpoint.rstrip("/")) / "v3" / "auth" / "tokens"
+        self._proxy = env_proxy(self._url)
         self._user = user
         self._password = password
         self._domain = domain
@@ -258,7 +259,13 @@ class IamToken:
         }
         self.fetches += 1
         try:
-            async with self._session.post(self._url, json=body, timeout=self._timeout) as resp:
+            async with self._session.post(
+                self._url,
+                json=body,
+                timeout=self._timeout,
+                proxy=self._proxy.url,
+                proxy_auth=self._proxy.auth,
+            ) as resp:
                 raw = await resp.read()
                 token = resp.headers.get("X-Subject-Token", "")
                 status = resp.status
@@ -269,8 +276,8 @@ class IamToken:
             err = parse_error(text)
             raise self._problem(f"IAM refused the token request: HTTP {status} {err.code}".strip())
         try:
-            expires = _parse_expiry(json.loads(text))
-        except ValueError:
+            expires = _parse_expiry(decode_json(text))
+        except ValueError:  # MalformedResponse included
             expires = None
         now = self._clock()
         self._hooks.secret(token)

@@ -35,6 +35,7 @@ from poller.servicestage.outcomes import (
     Rejected,
     Transient,
 )
+from poller.servicestage.proxy import DIRECT, Proxy
 
 MAX_PAGES: Final = 1000
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
@@ -120,8 +121,10 @@ class ServiceStageClient:
         on_response: ResponseHook | None = None,
         on_auth_problem: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        proxy: Proxy = DIRECT,
     ) -> None:
         self._session = session
+        self._proxy = proxy
         self._base_url = base_url
         self._auth = auth
         self._page_size = page_size
@@ -186,7 +189,12 @@ class ServiceStageClient:
                 return Transient(f"credentials unavailable: {exc}")
             try:
                 async with self._session.get(
-                    url, headers=headers, timeout=self._timeout, allow_redirects=False
+                    url,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    proxy=self._proxy.url,
+                    proxy_auth=self._proxy.auth,
                 ) as resp:
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
