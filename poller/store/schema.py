@@ -269,20 +269,23 @@ CLAIM_DUE: Final = (
     _PRELUDE
     + """
 local out = {}
-local function emit(member, token, key)
-  local fields = redis.call('HGETALL', key)
+local function emit(member, token, fields)
   table.insert(out, member)
   table.insert(out, token)
   table.insert(out, #fields)
   for _, v in ipairs(fields) do table.insert(out, v) end
 end
-local record = usable(KEYS[2], 'string') and redis.call('GET', KEYS[2])
-local ok, previous = pcall(cjson.decode, record or '')
+local record = redis.pcall('GET', KEYS[2])
+local ok, previous = pcall(cjson.decode, type(record) == 'string' and record or '')
 if ok and type(previous) == 'table' and previous['id'] == ARGV[6] then
   for _, lease in ipairs(previous['m'] or {}) do
-    local key = ARGV[5] .. lease[1]
-    if kind(key) == 'hash' and redis.call('HGET', key, 'token') == lease[2] then
-      emit(lease[1], lease[2], key)
+    local fields = redis.pcall('HGETALL', ARGV[5] .. lease[1])
+    if not fields['err'] then
+      for i = 1, #fields, 2 do
+        if fields[i] == 'token' and fields[i + 1] == lease[2] then
+          emit(lease[1], lease[2], fields)
+        end
+      end
     end
   end
 else
@@ -291,26 +294,39 @@ else
                              tonumber(ARGV[3]))
   for _, member in ipairs(members) do
     local key = ARGV[5] .. member
-    local t = kind(key)
-    if t ~= 'hash' and t ~= 'none' then
+    local fields = redis.pcall('HGETALL', key)
+    if fields['err'] then
       redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
       table.insert(out, member)
       table.insert(out, '')
       table.insert(out, -1)
-    elseif redis.call('HGET', key, 'state') ~= 'tracking' then
-      redis.call('ZREM', KEYS[1], member)
     else
-      -- not HINCRBY: a garbled epoch must not make every claim of every replica fail
-      local epoch = tonumber(redis.call('HGET', key, 'epoch') or '0') or 0
-      local token = string.format('%d', epoch + 1)
-      redis.call('HSET', key, 'epoch', token, 'token', token, 'owner', ARGV[4],
-                 'lease_until', ARGV[2])
-      redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
-      table.insert(claimed, {member, token})
-      emit(member, token, key)
+      local at = {}
+      for i = 1, #fields, 2 do at[fields[i]] = i + 1 end
+      if not at['state'] or fields[at['state']] ~= 'tracking' then
+        redis.call('ZREM', KEYS[1], member)
+      else
+        -- not HINCRBY: a garbled epoch must not make every claim of every replica fail
+        local epoch = at['epoch'] and tonumber(fields[at['epoch']]) or 0
+        local token = string.format('%d', epoch + 1)
+        redis.call('HSET', key, 'epoch', token, 'token', token, 'owner', ARGV[4],
+                   'lease_until', ARGV[2])
+        redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
+        local lease = {epoch = token, token = token, owner = ARGV[4], lease_until = ARGV[2]}
+        for name, value in pairs(lease) do
+          if at[name] then
+            fields[at[name]] = value
+          else
+            table.insert(fields, name)
+            table.insert(fields, value)
+          end
+        end
+        table.insert(claimed, {member, token})
+        emit(member, token, fields)
+      end
     end
   end
-  if usable(KEYS[2], 'string') then
+  if type(record) ~= 'table' then
     redis.call('SET', KEYS[2], cjson.encode({id = ARGV[6], m = claimed}), 'PX', ARGV[7])
   end
 end
@@ -371,13 +387,11 @@ return 1
 COMMIT: Final = (
     _PRELUDE
     + """
-if kind(KEYS[2]) ~= 'hash' then return kind(KEYS[2]) == 'none' and 'gone' or 'corrupt' end
-if redis.call('HGET', KEYS[2], 'commit_id') == ARGV[4] then return 'duplicate' end
-if redis.call('HGET', KEYS[2], 'state') ~= 'tracking' then return 'gone' end
-if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2]
-   or redis.call('HGET', KEYS[2], 'seq') ~= ARGV[3] then
-  return 'fenced'
-end
+local head = redis.pcall('HMGET', KEYS[2], 'commit_id', 'state', 'token', 'seq')
+if head['err'] then return 'corrupt' end
+if head[1] == ARGV[4] then return 'duplicate' end
+if head[2] ~= 'tracking' then return 'gone' end
+if head[3] ~= ARGV[2] or head[4] ~= ARGV[3] then return 'fenced' end
 local i = 10
 local npairs = tonumber(ARGV[i])
 local pairs_at = i + 1
@@ -385,11 +399,13 @@ i = i + 1 + 2 * npairs
 local nevents = tonumber(ARGV[i])
 i = i + 1
 local retires = ARGV[6] == ''
-if not usable(KEYS[1], 'zset')
-   or (nevents > 0 and not (usable(KEYS[3], 'stream') and usable(KEYS[4], 'stream')))
-   or (retires and not usable(KEYS[5], 'hash')) then
+-- An unchanged poll writes only the schedule (first: a wrong type fails before any write)
+-- and the hash; a poll that publishes or retires checks every key's type first.
+if (nevents > 0 or retires) and not (usable(KEYS[1], 'zset') and usable(KEYS[3], 'stream')
+    and usable(KEYS[4], 'stream') and usable(KEYS[5], 'hash')) then
   return 'corrupt'
 end
+if not retires then redis.call('ZADD', KEYS[1], ARGV[6], ARGV[1]) end
 for _ = 1, nevents do
   local nfields = tonumber(ARGV[i])
   local fields = {}
@@ -398,21 +414,21 @@ for _ = 1, nevents do
   redis.call('XADD', KEYS[4], '*', unpack(fields))
   i = i + 1 + 2 * nfields
 end
-for j = pairs_at, pairs_at + 2 * npairs - 1, 2 do
-  redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
-end
 local next_seq = string.format('%d', tonumber(ARGV[3]) + nevents)
-redis.call('HSET', KEYS[2], 'seq', next_seq, 'token', '', 'owner', '', 'lease_until', '',
-  'commit_id', ARGV[4], 'last_poll_at', ARGV[5])
+local update = {'seq', next_seq, 'token', '', 'owner', '', 'lease_until', '',
+  'commit_id', ARGV[4], 'last_poll_at', ARGV[5]}
+for j = pairs_at, pairs_at + 2 * npairs - 1 do table.insert(update, ARGV[j]) end
 if retires then
-  redis.call('HSET', KEYS[2], 'state', 'finished', 'finished_at', ARGV[5])
+  table.insert(update, 'state'); table.insert(update, 'finished')
+  table.insert(update, 'finished_at'); table.insert(update, ARGV[5])
+end
+redis.call('HSET', KEYS[2], unpack(update))
+if retires then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[7])
   redis.call('EXPIRE', KEYS[4], ARGV[7])
   redis.call('HSET', KEYS[5], 'project', redis.call('HGET', KEYS[2], 'project'), 'seq', next_seq)
   redis.call('EXPIRE', KEYS[5], ARGV[9])
-else
-  redis.call('ZADD', KEYS[1], ARGV[6], ARGV[1])
 end
 return 'ok'
 """

@@ -361,7 +361,6 @@ class Store:
         """Apply ``plan`` if ``state``'s lease and ``seq`` still hold (see ``schema.COMMIT``)."""
         member = job_member(state.project_id, state.job_id)
         pairs = {
-            "snap": plan.snapshot.to_json() if plan.snapshot else "",
             "interval": repr(plan.interval),
             "attempts": str(plan.attempts),
             "nf_since": "" if plan.not_found_since is None else repr(plan.not_found_since),
@@ -369,6 +368,8 @@ class Store:
             "outcome": plan.outcome,
             "due": "" if plan.due_at is None else repr(plan.due_at),
         }
+        if plan.snapshot != state.snapshot:  # an unchanged poll leaves the stored snapshot be
+            pairs["snap"] = plan.snapshot.to_json() if plan.snapshot else ""
         if state.crashes:
             pairs["crashes"] = "0"
         args: list[str | int] = [
