@@ -11,6 +11,7 @@ from poller.localredis import LocalRedis
 from poller.sim import SimConfig, SimHandle, running_sim
 from poller.sim.auth import token_auth
 from poller.store import Store
+from poller.worker import Worker
 from tests.integration.harness import (
     PROJECT,
     TOKEN,
@@ -40,11 +41,13 @@ async def test_rotated_token_file_is_picked_up_without_a_restart(
         )
         async with running_worker(settings) as worker:
             await store.enqueue(*ids)
-            await eventually(lambda: _count(sim, "401") >= 3)
+            # A poll fails only once its re-read of the file and retry got a 401 too; the first
+            # 401s alone may all be first attempts whose retry would already see the new token.
+            await eventually(lambda: _auth_failed_polls(worker) >= 1 and _count(sim, "401") >= 3)
             assert await store.read_events() == []  # failed polls publish nothing
             token_file.write_text("rotated-token\n")  # what a Kubernetes secret update does
             events = await events_until(store, all_final(ids))
-        assert worker.metrics.polls.labels("auth_failed")._value.get() >= 1
+        assert _auth_failed_polls(worker) >= 1
     for job_events in by_job(events).values():
         assert_consistent(job_events)
         assert job_events[0].from_status == ""
@@ -52,6 +55,10 @@ async def test_rotated_token_file_is_picked_up_without_a_restart(
 
 def _count(sim: SimHandle, status: str) -> int:
     return int(sim.state.stats.by_status.get(int(status), 0))
+
+
+def _auth_failed_polls(worker: Worker) -> float:
+    return float(worker.metrics.polls.labels("auth_failed")._value.get())
 
 
 async def test_tls_is_verified_and_a_private_ca_is_trusted_via_ca_bundle(
@@ -135,11 +142,13 @@ async def test_a_wrong_secret_key_pauses_all_polling_before_the_key_locks(
             problems = worker.health.problems()
             now = await store.server_time()
             views = [await store.get_job(PROJECT, j) for j in ids]
-            polled = sum(worker.metrics.polls.labels(o)._value.get()
-                         for o in ("auth_failed", "transient"))  # fmt: skip
-    # every job was polled at least twice, but at most one bad signature each was sent
-    assert polled >= 6
-    assert stats["by_aksk"]["signature_failure"] <= 3
+            failed = worker.metrics.polls.labels("auth_failed")._value.get()
+            held_back = worker.metrics.polls.labels("transient")._value.get()
+    # Only polls that went out before the first 401 came back sent a (bad) signature, at most
+    # one per job; every poll due during the pause sent nothing. Whether a job's first poll
+    # raced out or was already held back depends on scheduling, so count both ways.
+    assert held_back >= 3
+    assert 1 <= stats["by_aksk"]["signature_failure"] == failed <= 3
     assert stats["by_aksk"]["locked"] == 0  # the provider never locked the key pair
     # ...and rescheduled after the pause, instead of retrying job by job
     assert all(v is not None and v.due_at is not None and v.due_at > now + 20 for v in views)
@@ -243,6 +252,8 @@ async def test_no_secret_appears_in_any_log_line_or_event(
             try:
                 await store.enqueue(*ids)
                 await events_until(store, all_final(ids))
+                if method == "iam":  # jobs age from creation, so a slow start leaves little run
+                    await eventually(lambda: len(sim.state.iam_tokens.issued()) >= 2)
                 proc.send_signal(signal.SIGTERM)
                 with anyio.fail_after(15):
                     assert await proc.wait() == 0
