@@ -7,9 +7,11 @@ the real implementations; the worker's unit tests pass small fakes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
-from poller.intake import Admission
+from redis.exceptions import RedisError
+
+from poller.intake import Admission, Invalid
 from poller.servicestage.outcomes import PollOutcome
 from poller.store.store import AdmitResult, Claim, CommitResult
 from poller.tracking import JobState, Plan
@@ -20,9 +22,9 @@ class JobStore(Protocol):
 
     async def take_messages(self, replica: str, limit: int, block: float) -> list[bytes]: ...
 
-    async def admit(
-        self, replica: str, raw: bytes, admission: Admission, now: float
-    ) -> AdmitResult: ...
+    async def admit_batch(
+        self, replica: str, messages: Sequence[tuple[bytes, Admission | Invalid]], now: float
+    ) -> list[AdmitResult | Literal["dead_letter"] | RedisError]: ...
 
     async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None: ...
 

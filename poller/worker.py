@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import socket
 import uuid
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -24,11 +24,12 @@ from redis.exceptions import RedisError
 from poller.backoff import Backoff
 from poller.clock import SYSTEM_CLOCK, Clock, ServerClock
 from poller.config import Settings
-from poller.intake import Invalid, parse_message
+from poller.intake import Admission, Invalid, parse_message
 from poller.leases import Lease, Leases, ShutdownBudget
 from poller.ports import JobFetcher, JobStore
 from poller.schedule import Policy
 from poller.store import is_transient, job_member
+from poller.store.store import AdmitResult
 from poller.telemetry import Health, Metrics, get_logger
 from poller.tracking import JobState, Plan, plan_after_poll, plan_timeout, timed_out
 
@@ -322,34 +323,63 @@ class Worker(Generic[StoreT]):
         while not self._stopping.is_set():
             try:
                 raws = await self.store.take_messages(self.replica_id, limit=INTAKE_BATCH, block=1)
-                for raw in raws:
-                    await self._take_one(raw)
+                if raws:
+                    await self._take_batch(raws)
                 backoff.succeeded()
             except RedisError as exc:
                 self._redis_failed("intake", exc)
                 await self._sleep_unless_stopping(backoff.failed())
 
-    async def _take_one(self, raw: bytes) -> None:
-        """Admit or dead-letter one message.  Only a transient Redis failure propagates (the
-        message stays in flight and is tried again); anything else about this message sends
-        it to the dead-letter list, so one message can never hold up the ones behind it."""
-        try:
-            await self._admit(raw)
-        except RedisError as exc:
-            if is_transient(exc):
-                raise
-            await self._dead_letter(raw, f"could not be admitted: {type(exc).__name__}: {exc}")
-        except Exception as exc:
-            self.log.exception("intake message could not be admitted")
-            await self._dead_letter(raw, f"could not be admitted: {type(exc).__name__}")
+    async def _take_batch(self, raws: list[bytes]) -> None:
+        """Admit the valid messages and dead-letter the others, in one round trip.
 
-    async def _admit(self, raw: bytes) -> None:
-        parsed = parse_message(raw, self.settings.project_id)
-        if isinstance(parsed, Invalid):
-            await self._dead_letter(raw, parsed.reason)
+        Only a transient Redis failure propagates (the messages stay in flight and are tried
+        again; every step is idempotent); anything else about one message sends that message
+        to the dead-letter list, so one message can never hold up the ones behind it.
+        """
+        parsed = [(raw, parse_message(raw, self.settings.project_id)) for raw in raws]
+        await self._admit_parsed(parsed)
+
+    async def _admit_parsed(self, parsed: list[tuple[bytes, Admission | Invalid]]) -> None:
+        try:
+            results = await self.store.admit_batch(self.replica_id, parsed, self.clock())
+        except RedisError:
+            raise
+        except Exception as exc:  # the batch could not even be sent: find the culprit alone
+            if len(parsed) > 1:
+                for one in parsed:
+                    await self._admit_parsed([one])
+                return
+            self.log.exception("intake message could not be admitted")
+            await self._dead_letter(parsed[0][0], f"could not be admitted: {type(exc).__name__}")
             return
-        result = await self.store.admit(self.replica_id, raw, parsed, self.clock())
-        log = self.log.bind(job_id=parsed.job_id, project_id=parsed.project_id)
+        transient = [r for r in results if isinstance(r, RedisError) and is_transient(r)]
+        if transient:
+            raise transient[0]
+        for (raw, message), result in zip(parsed, results, strict=True):
+            try:
+                await self._admitted(raw, message, result)
+            except RedisError as exc:
+                if is_transient(exc):
+                    raise
+                await self._dead_letter(raw, f"could not be admitted: {type(exc).__name__}: {exc}")
+            except Exception as exc:
+                self.log.exception("intake message could not be admitted")
+                await self._dead_letter(raw, f"could not be admitted: {type(exc).__name__}")
+
+    async def _admitted(
+        self,
+        raw: bytes,
+        message: Admission | Invalid,
+        result: AdmitResult | Literal["dead_letter"] | RedisError,
+    ) -> None:
+        """Account for one message's fate (and dead-letter it where admission refused it)."""
+        if isinstance(result, RedisError):
+            raise result
+        if isinstance(message, Invalid):
+            self.metrics.intake.labels("dead_letter").inc()
+            self.log.warning("intake message dead-lettered", reason=message.reason)
+            return
         if result == "conflict":
             await self._dead_letter(raw, "project_conflict: the job ID is tracked under another "
                                     "project")  # fmt: skip
@@ -358,8 +388,9 @@ class Worker(Generic[StoreT]):
             await self._dead_letter(raw, "corrupt_state: a key of this job holds another type")
             return
         self.metrics.intake.labels(result).inc()
+        log = self.log.bind(job_id=message.job_id, project_id=message.project_id)
         if result == "admitted":
-            log.info("tracking job", force=parsed.force or None)
+            log.info("tracking job", force=message.force or None)
             self._nudge()
         else:
             log.info("intake message ignored", why=f"already {result}")

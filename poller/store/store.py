@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+import anyio
+import anyio.lowlevel
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -26,7 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from poller.intake import Admission
+from poller.intake import Admission, Invalid
 from poller.snapshot import StoredSnapshot, format_timestamp
 from poller.store import schema
 from poller.store.schema import Keys, job_member
@@ -68,6 +71,16 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT_ERRORS):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_CODES)
+
+
+def _settle(waiter: asyncio.Future[Any], outcome: Any) -> None:
+    """Resolve ``waiter`` with ``outcome`` (an exception is raised to its caller)."""
+    if waiter.done():  # its caller was cancelled meanwhile
+        return
+    if isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)
 
 
 def _text(value: Any) -> str:
@@ -145,6 +158,7 @@ class Store:
         self.retention = retention
         self.maxlen = maxlen
         self.seq_memory = seq_memory
+        self._pending_commits: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
         self._move = redis.register_script(schema.MOVE_TO_INFLIGHT)
         self._admit = redis.register_script(schema.ADMIT)
         self._dead = redis.register_script(schema.DEAD_LETTER)
@@ -185,8 +199,43 @@ class Store:
         self, replica: str, raw: bytes, admission: Admission, now: float
     ) -> AdmitResult:
         """Start tracking an admitted message's job (idempotent; see ``schema.ADMIT``)."""
+        (result,) = await self.admit_batch(replica, [(raw, admission)], now)
+        if isinstance(result, RedisError):
+            raise result
+        return cast(AdmitResult, result)
+
+    async def admit_batch(
+        self, replica: str, messages: Sequence[tuple[bytes, Admission | Invalid]], now: float
+    ) -> list[AdmitResult | Literal["dead_letter"] | RedisError]:
+        """Admit the valid messages and dead-letter the invalid ones, in one round trip.
+
+        One result per message, in order: what ``schema.ADMIT`` answered, ``"dead_letter"``,
+        or the Redis error that message met (each message is its own script call, so one
+        failure leaves the others done).  Every step is idempotent, so a batch may be sent
+        again after a lost reply.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for raw, parsed in messages:
+                if isinstance(parsed, Invalid):
+                    await self._dead_letter_call(pipe, replica, raw, parsed.reason, now)
+                else:
+                    await self._admit_call(pipe, replica, raw, parsed, now)
+            replies = await pipe.execute(raise_on_error=False)
+        out: list[AdmitResult | Literal["dead_letter"] | RedisError] = []
+        for (_, parsed), reply in zip(messages, replies, strict=True):
+            if isinstance(reply, RedisError):
+                out.append(reply)
+            elif isinstance(parsed, Invalid):
+                out.append("dead_letter")
+            else:
+                out.append(cast(AdmitResult, _text(reply)))
+        return out
+
+    async def _admit_call(
+        self, client: Any, replica: str, raw: bytes, admission: Admission, now: float
+    ) -> Any:
         member = job_member(admission.project_id, admission.job_id)
-        result = await self._admit(
+        return await self._admit(
             keys=[
                 self.keys.schedule,
                 self.keys.job(member),
@@ -205,17 +254,24 @@ class Store:
                 repr(now),
                 self.keys.job_prefix,
             ],
+            client=client,
         )
-        return cast(AdmitResult, _text(result))
 
-    async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None:
-        """Park ``raw`` in the dead-letter list with ``reason`` and take it out of flight."""
+    async def _dead_letter_call(
+        self, client: Any, replica: str, raw: bytes, reason: str, now: float
+    ) -> Any:
         record = json.dumps(
             {"raw": raw.decode("utf-8", "backslashreplace"), "reason": reason,
              "at": format_timestamp(now)},
             ensure_ascii=False,
         )  # fmt: skip
-        await self._dead(keys=[self.keys.dead, self.keys.inflight(replica)], args=[raw, record])
+        return await self._dead(
+            keys=[self.keys.dead, self.keys.inflight(replica)], args=[raw, record], client=client
+        )
+
+    async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None:
+        """Park ``raw`` in the dead-letter list with ``reason`` and take it out of flight."""
+        await self._dead_letter_call(self.redis, replica, raw, reason, now)
 
     async def heartbeat(self, replica: str, until: float) -> None:
         """Declare ``replica`` alive until ``until``."""
@@ -391,17 +447,48 @@ class Store:
             args.append(len(event.fields))
             for key, value in event.fields:
                 args += [key, value]
-        result = await self._commit(
-            keys=[
-                self.keys.schedule,
-                self.keys.job(member),
-                self.keys.events,
-                self.keys.job_events(state.job_id),
-                self.keys.jobref(state.job_id),
-            ],
-            args=args,
-        )
-        return cast(CommitResult, _text(result))
+        keys = [
+            self.keys.schedule,
+            self.keys.job(member),
+            self.keys.events,
+            self.keys.job_events(state.job_id),
+            self.keys.jobref(state.job_id),
+        ]
+        return cast(CommitResult, _text(await self._group_commit(keys, args)))
+
+    async def _group_commit(self, keys: list[str], args: list[str | int]) -> Any:
+        """Send this commit together with every other commit that is ready in the same turn
+        of the event loop: one pipeline, one socket write, one round trip for all of them.
+
+        The first commit of a turn leads: it yields once so the others can join, then sends
+        the batch (shielded, so a drain cancelling it cannot strand the others' commits).
+        Each commit's own reply or error goes back to its caller; the scripts are fenced and
+        carry commit IDs, so a pipeline resent after a dropped connection applies each once.
+        """
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending_commits.append((keys, args, waiter))
+        if len(self._pending_commits) == 1:
+            with anyio.CancelScope(shield=True):
+                await anyio.lowlevel.checkpoint()
+                batch, self._pending_commits = self._pending_commits, []
+                await self._send_commits(batch)
+        return await waiter
+
+    async def _send_commits(
+        self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args, _ in batch:
+                    pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+            for (keys, args, waiter), reply in zip(batch, replies, strict=True):
+                if isinstance(reply, NoScriptError):  # a restarted Redis forgot the script
+                    reply = await self._commit(keys=keys, args=args)
+                _settle(waiter, reply)
+        except Exception as exc:  # the whole pipeline failed: every caller hears why
+            for _, _, waiter in batch:
+                _settle(waiter, exc)
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -213,9 +213,10 @@ async def test_two_daemon_processes_resolve_200_jobs_exactly_once(
     owners = set()
     for log in ("a.log", "b.log"):
         for line in (tmp_path / log).read_text().splitlines():
-            if '"tracking job"' in line:
+            if '"task.status_changed"' in line:
                 owners.add(log)
-    assert owners == {"a.log", "b.log"}  # both replicas took work
+    # both replicas polled and published (one may well admit every message: intake is batched)
+    assert owners == {"a.log", "b.log"}
 
 
 async def test_killed_daemon_jobs_are_finished_by_another_replica(

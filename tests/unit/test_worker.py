@@ -9,15 +9,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import anyio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from poller.clock import ManualClock
 from poller.config import Secret, Settings
-from poller.intake import Admission
+from poller.intake import Admission, Invalid
 from poller.servicestage.models import JobSnapshot, Task
 from poller.servicestage.outcomes import Fetched, PollOutcome
 from poller.store.store import AdmitResult, Claim, CommitResult
@@ -64,15 +65,26 @@ class FakeStore:
             await self.clock.sleep(block)
         return list(self.messages[:limit])
 
-    async def admit(
-        self, replica: str, raw: bytes, admission: Admission, now: float
-    ) -> AdmitResult:
+    async def admit_batch(
+        self, replica: str, messages: Sequence[tuple[bytes, Admission | Invalid]], now: float
+    ) -> list[AdmitResult | Literal["dead_letter"] | RedisError]:
         self._maybe_fail()
-        if raw in self.admit_error:
-            raise self.admit_error[raw]
-        self.messages.remove(raw)
-        self.admitted.append(raw)
-        return "admitted"
+        results: list[AdmitResult | Literal["dead_letter"] | RedisError] = []
+        for raw, parsed in messages:
+            error = self.admit_error.get(raw)
+            if isinstance(error, RedisError):
+                results.append(error)  # a pipeline reports it per message
+                continue
+            if error is not None:
+                raise error  # the batch could not even be sent
+            self.messages.remove(raw)
+            if isinstance(parsed, Invalid):
+                self.dead.append((raw, parsed.reason))
+                results.append("dead_letter")
+            else:
+                self.admitted.append(raw)
+                results.append("admitted")
+        return results
 
     async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None:
         self._maybe_fail()
