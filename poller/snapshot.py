@@ -6,6 +6,7 @@ so the same inputs always give the same events.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,8 +90,15 @@ class JobIdentity:
 
 def format_timestamp(epoch_seconds: float) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-27T02:23:31.123Z``."""
-    dt = datetime.fromtimestamp(epoch_seconds, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    millis = int(epoch_seconds * 1000)
+    seconds, ms = divmod(millis, 1000)
+    return f"{_second(seconds)}.{ms:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(epoch_second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a whole second (cached: polls of one second share it)."""
+    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _event(identity: JobIdentity, seq: int, observed_at: str, body: list[tuple[str, str]]) -> Event:

@@ -12,6 +12,7 @@ wedge a replica or make it publish twice.
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import uuid
@@ -90,6 +91,7 @@ class Worker(Generic[StoreT]):
         )
         self._wake = anyio.Event()
         self._stopping = anyio.Event()
+        self._commit_ids = itertools.count(1)
 
     def clock(self) -> float:
         """Now, on the Redis server's clock (epoch seconds)."""
@@ -250,7 +252,7 @@ class Worker(Generic[StoreT]):
         """Commit ``plan``; transient Redis failures are retried for up to one lease (the same
         commit ID, so a retry after a lost reply is recognised), anything else raises."""
         state = lease.state
-        commit_id = uuid.uuid4().hex
+        commit_id = f"{self.replica_id}:{next(self._commit_ids)}"  # unique, and cheap
         backoff = Backoff(initial=0.05, cap=2.0, rng=self.rng)
         give_up = self._clock.monotonic() + self.settings.lease_seconds
         while True:

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-import anyio
-import anyio.lowlevel
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -159,6 +157,7 @@ class Store:
         self.maxlen = maxlen
         self.seq_memory = seq_memory
         self._pending_commits: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self._move = redis.register_script(schema.MOVE_TO_INFLIGHT)
         self._admit = redis.register_script(schema.ADMIT)
         self._dead = redis.register_script(schema.DEAD_LETTER)
@@ -460,19 +459,24 @@ class Store:
         """Send this commit together with every other commit that is ready in the same turn
         of the event loop: one pipeline, one socket write, one round trip for all of them.
 
-        The first commit of a turn leads: it yields once so the others can join, then sends
-        the batch (shielded, so a drain cancelling it cannot strand the others' commits).
-        Each commit's own reply or error goes back to its caller; the scripts are fenced and
-        carry commit IDs, so a pipeline resent after a dropped connection applies each once.
+        The first commit of a turn schedules the send for the end of the turn; the send runs
+        on its own (a drain cancelling one caller cannot strand the others' commits) and
+        always ends, bounded by the socket timeout.  Each commit's reply or error goes back
+        to its caller; the scripts are fenced and carry commit IDs, so a pipeline resent after
+        a dropped connection applies each once.
         """
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
         self._pending_commits.append((keys, args, waiter))
         if len(self._pending_commits) == 1:
-            with anyio.CancelScope(shield=True):
-                await anyio.lowlevel.checkpoint()
-                batch, self._pending_commits = self._pending_commits, []
-                await self._send_commits(batch)
+            loop.call_soon(self._flush_commits)
         return await waiter
+
+    def _flush_commits(self) -> None:
+        batch, self._pending_commits = self._pending_commits, []
+        task = asyncio.ensure_future(self._send_commits(batch))
+        self._sending.add(task)  # held until done, so it is never collected mid-flight
+        task.add_done_callback(self._sending.discard)
 
     async def _send_commits(
         self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]
