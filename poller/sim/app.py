@@ -19,7 +19,13 @@ from poller.sim.admin import add_admin_routes
 from poller.sim.aksk import read_body
 from poller.sim.auth import authenticate
 from poller.sim.config import SimConfig
-from poller.sim.faults import FaultConfig, FaultKind, choose_fault, choose_latency
+from poller.sim.faults import (
+    DEEP_JSON_DEPTH,
+    FaultConfig,
+    FaultKind,
+    choose_fault,
+    choose_latency,
+)
 from poller.sim.iam import add_iam_routes
 from poller.sim.model import Visibility, visibility
 from poller.sim.render import error_body
@@ -40,6 +46,7 @@ HTML_500: Final = (
     "<center><h1>500 Internal Server Error</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
+DEEP_JSON_BODY: Final = b"[" * DEEP_JSON_DEPTH + b"]" * DEEP_JSON_DEPTH
 REQUEST_ID_HEADER: Final = "X-Request-Id"
 _TRUE_FALSE: Final = {"true": True, "false": False}
 
@@ -164,6 +171,10 @@ def _fault_response(kind: FaultKind, faults: FaultConfig, request_id: str) -> we
         return web.Response(status=500, text=HTML_500, content_type="text/html", headers=headers)
     if kind is FaultKind.EMPTY_502:
         return web.Response(status=502, headers=headers)
+    if kind is FaultKind.DEEP_JSON:
+        return web.Response(
+            status=200, body=DEEP_JSON_BODY, content_type="application/json", headers=headers
+        )
     headers["Retry-After"] = str(faults.retry_after)
     if kind is FaultKind.UNAVAILABLE_503:
         status, body = 503, error_body(UNAVAILABLE, "Backend unavailable", request_id)

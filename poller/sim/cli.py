@@ -20,6 +20,7 @@ from poller.sim.credentials import (
 )
 from poller.sim.faults import FAULT_KINDS, FaultConfig, faults_to_dict, parse_faults
 from poller.sim.generator import generate
+from poller.sim.hostile import QUIRKS, parse_quirks
 from poller.sim.scenario import Scenario, example_scenario_path, load_scenario, scenario_to_dict
 from poller.sim.server import SimHandle, serve_forever
 
@@ -37,6 +38,9 @@ examples:
   poller sim --generate 5 --print-scenario        print the generated scenario and exit
   poller sim --generate 50 --error-rate 0.1 --latency 0.05
   poller sim --example --access-key AK1:SK1       also accept AK/SK-signed requests
+  poller sim --generate 20 --hostile surrogate_messages,string_numbers --deep-json 0.05
+                                                  awkward data in every answer, and now
+                                                  and then a body nested 5000 levels deep
   poller sim --example --iam-user bot:pw@acme --iam-token-lifetime 60
                                                   IAM tokens from POST /v3/auth/tokens
 
@@ -94,6 +98,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="answer EXECUTION_STATUS, TASK_ID ... as printed on the API page",
+    )
+    serve.add_argument(
+        "--hostile",
+        type=_quirks,
+        metavar="KIND[,KIND...]",
+        help=f"awkward data in every job's answers: {', '.join(sorted(QUIRKS))}",
     )
     serve.add_argument(
         "--time-scale",
@@ -156,7 +166,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     faults = parser.add_argument_group("fault injection (per-request probabilities)")
     faults.add_argument(
-        "--error-rate", type=_rate, metavar="P", help="spread evenly over all fault kinds"
+        "--error-rate", type=_rate, metavar="P", help="spread evenly over the six classic kinds"
     )
     for kind in FAULT_KINDS:
         faults.add_argument(
@@ -183,6 +193,7 @@ _FAULT_HELP: Final = {
     "throttled_429": "429 APIG.0308 with Retry-After",
     "truncated": "200 whose JSON body is cut in half",
     "reset": "connection aborted without an answer",
+    "deep_json": "200 whose body is JSON nested 5000 levels deep (not spread by --error-rate)",
 }
 
 
@@ -286,6 +297,7 @@ def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:
         iam_users=iam_users,
         iam_token_lifetime=lifetime or DEFAULT_IAM_TOKEN_LIFETIME,
         aksk_lock_seconds=DEFAULT_AKSK_LOCK_SECONDS if lock is None else lock,
+        hostile=args.hostile or (),
     )
 
 
@@ -322,6 +334,13 @@ def _non_negative_float(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text}")
     return value
+
+
+def _quirks(text: str) -> tuple[str, ...]:
+    try:
+        return parse_quirks(part for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _access_key(text: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from poller.sim.credentials import (
     check_seconds,
 )
 from poller.sim.faults import FaultConfig
+from poller.sim.hostile import parse_quirks
 from poller.sim.scenario import JobSpec, Scenario
 
 DEFAULT_PROJECT_ID: Final = "sim-project"
@@ -43,6 +44,8 @@ class SimConfig:
       when there are some); the tokens live ``iam_token_lifetime`` seconds of wall time and are
       accepted as ``X-Auth-Token`` by the job API.
     - ``faults``: fault injection at start (the admin API can replace it).
+    - ``hostile``: kinds of awkward data (:mod:`poller.sim.hostile`) every job's answers carry,
+      on top of those its own spec names.
     - ``manual_clock``: time moves only through ``POST /_sim/clock``; otherwise real time
       multiplied by ``time_scale``.  This clock drives job timelines only; credentials (dates of
       signatures, token expiry, AK locks) always use wall time.
@@ -61,6 +64,7 @@ class SimConfig:
     iam_token_lifetime: float = DEFAULT_IAM_TOKEN_LIFETIME
     aksk_lock_seconds: float = DEFAULT_AKSK_LOCK_SECONDS
     aksk_max_failures: int = DEFAULT_AKSK_MAX_FAILURES
+    hostile: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.page_cap < 1:
@@ -73,6 +77,7 @@ class SimConfig:
         check_seconds(self.aksk_lock_seconds, "aksk_lock_seconds", positive=False)
         if self.aksk_max_failures < 0:
             raise ValueError(f"aksk_max_failures must be 0 or more, got {self.aksk_max_failures}")
+        object.__setattr__(self, "hostile", parse_quirks(self.hostile))
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -119,4 +124,5 @@ def config_from_scenario(scenario: Scenario, base: SimConfig | None = None) -> S
         iam_token_lifetime=lifetime,
         aksk_lock_seconds=lock,
         aksk_max_failures=start.aksk_max_failures,
+        hostile=start.hostile,
     )

@@ -23,10 +23,14 @@ class FaultKind(enum.StrEnum):
     THROTTLED_429 = "throttled_429"  # 429 APIG.0308 with Retry-After
     TRUNCATED = "truncated"  # the real body cut in half
     RESET = "reset"  # the TCP connection aborted without a response
+    DEEP_JSON = "deep_json"  # 200 whose body is JSON nested DEEP_JSON_DEPTH levels deep
 
 
 FAULT_KINDS: Final = tuple(FaultKind)
+# The kinds ``error_rate`` is spread over: the classic transport and gateway failures.
+SPREAD_KINDS: Final = tuple(kind for kind in FaultKind if kind is not FaultKind.DEEP_JSON)
 DEFAULT_RETRY_AFTER: Final = 2
+DEEP_JSON_DEPTH: Final = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +38,8 @@ class FaultConfig:
     """Per-request fault probabilities and latency.
 
     Each kind's rate is a probability in [0, 1]; ``error_rate`` is a shorthand spread evenly
-    over all six kinds and adds to their own rates.  The rates together must not exceed 1.
+    over the six classic kinds (all but ``deep_json``, which is hostile data rather than a
+    failure of the transport) and adds to their own rates.  The rates together must not exceed 1.
     ``latency`` seconds (plus a uniform draw from ``[0, latency_jitter]``) are added to every API
     response.  ``retry_after`` is the whole number of seconds sent in ``Retry-After`` on 429 and
     503.  ``seed`` seeds the random draws; ``None`` means an unpredictable seed.
@@ -46,6 +51,7 @@ class FaultConfig:
     throttled_429: float = 0.0
     truncated: float = 0.0
     reset: float = 0.0
+    deep_json: float = 0.0
     error_rate: float = 0.0
     latency: float = 0.0
     latency_jitter: float = 0.0
@@ -55,7 +61,9 @@ class FaultConfig:
     def rate_of(self, kind: FaultKind) -> float:
         """The probability that a request meets ``kind``."""
         own: float = getattr(self, kind.value)
-        return own + self.error_rate / len(FAULT_KINDS)
+        if kind not in SPREAD_KINDS:
+            return own
+        return own + self.error_rate / len(SPREAD_KINDS)
 
     @property
     def total_rate(self) -> float:
@@ -118,6 +126,7 @@ def parse_faults(doc: object, where: str = "faults") -> FaultConfig:
         throttled_429=rate("throttled_429"),
         truncated=rate("truncated"),
         reset=rate("reset"),
+        deep_json=rate("deep_json"),
         error_rate=rate("error_rate"),
         latency=seconds("latency"),
         latency_jitter=seconds("latency_jitter"),

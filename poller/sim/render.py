@@ -19,8 +19,13 @@ def iso_ms(epoch: float) -> str:
 
 
 def encode(document: object) -> bytes:
-    """Compact UTF-8 JSON."""
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON; text that is not valid Unicode (a lone surrogate) makes the whole
+    document ASCII with ``\\u`` escapes, which is how such text reaches a client as JSON."""
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(document, separators=(",", ":")).encode()
 
 
 def error_body(code: str, message: str, request_id: str | None = None) -> bytes:
@@ -69,6 +74,6 @@ def upper_keys(obj: Mapping[str, object]) -> JsonObject:
     return {key.upper(): value for key, value in obj.items()}
 
 
-def details_body(job: JsonObject, tasks: Sequence[JsonObject], task_count: int) -> bytes:
+def details_body(job: JsonObject, tasks: Sequence[JsonObject], task_count: int | str) -> bytes:
     """The body of a 200 answer: one page of ``tasks`` and the total ``task_count``."""
     return encode({"job": job, "tasks": list(tasks), "task_count": task_count})

@@ -40,6 +40,7 @@ from poller.sim._fields import (
 )
 from poller.sim.credentials import AuthSpec, auth_to_dict, parse_auth
 from poller.sim.faults import FaultConfig, faults_to_dict, parse_faults
+from poller.sim.hostile import parse_quirks
 from poller.statuses import JOB_STATUSES, TASK_STATUSES
 
 __all__ = [
@@ -70,7 +71,7 @@ _SCENARIO_FIELDS: Final = frozenset(
 _JOB_FIELDS: Final = frozenset(
     {
         "job_id", "project_id", "job_type", "job_status", "tasks", "visible_after", "missing",
-        "forbidden", "rollback_enabled", "order_id", "instance_id", "description",
+        "forbidden", "rollback_enabled", "order_id", "instance_id", "description", "hostile",
     }
 )  # fmt: skip
 _TASK_FIELDS: Final = frozenset(
@@ -108,7 +109,8 @@ class JobSpec:
 
     ``job_status`` starts at time 0.  The API answers 404 before ``visible_after`` seconds and
     forever when ``missing``; 403 forever when ``forbidden``.  ``job_id``, ``project_id`` and task
-    IDs left out are filled in by :func:`resolve_job` when the job is created.
+    IDs left out are filled in by :func:`resolve_job` when the job is created.  ``hostile``
+    names the kinds of awkward data its answers carry (:mod:`poller.sim.hostile`), sorted.
     """
 
     job_status: tuple[Step, ...]
@@ -123,6 +125,7 @@ class JobSpec:
     order_id: str | None = None
     instance_id: str | None = None
     description: str | None = None
+    hostile: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,7 @@ def parse_job(doc: object, where: str = "job") -> JobSpec:
         order_id=_opt(mapping, "order_id", string, where),
         instance_id=_opt(mapping, "instance_id", string, where),
         description=_opt(mapping, "description", string, where),
+        hostile=_opt(mapping, "hostile", _quirks, where) or (),
     )
     if spec.missing and spec.forbidden:
         raise ScenarioError(f"{where}: 'missing' and 'forbidden' cannot both be true")
@@ -274,6 +278,8 @@ def job_to_dict(job: JobSpec) -> dict[str, object]:
         doc["missing"] = True
     if job.forbidden:
         doc["forbidden"] = True
+    if job.hostile:
+        doc["hostile"] = list(job.hostile)
     doc["job_status"] = [_step_to_list(step) for step in job.job_status]
     doc["tasks"] = [_task_to_dict(task) for task in job.tasks]
     return doc
@@ -349,6 +355,15 @@ def _opt(
     mapping: Mapping[str, object], key: str, parse: Callable[[object, str], _T], where: str = ""
 ) -> _T | None:
     return parse(mapping[key], join(where, key)) if key in mapping else None
+
+
+def _quirks(value: object, where: str) -> tuple[str, ...]:
+    names = [string(item, join(where, i)) for i, item in enumerate(as_list(value, where))]
+    _check_unique(names, where, "kind")
+    try:
+        return parse_quirks(names)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
 
 
 def _opt_id(mapping: Mapping[str, object], key: str, where: str) -> str | None:

@@ -6,7 +6,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from poller.sim.aksk import AkSkAuthenticator
 from poller.sim.auth import Authenticator
 from poller.sim.config import SimConfig
 from poller.sim.faults import FaultConfig, FaultKind, FaultTable, fault_table
+from poller.sim.hostile import Quirk, hostile_count, hostile_task, parse_quirks
 from poller.sim.model import JobState, change_points, state_at, state_version
 from poller.sim.render import JsonObject, details_body, job_object, task_object, upper_keys
 from poller.sim.scenario import JobSpec, resolve_job
@@ -100,11 +101,15 @@ class SimStats:
 class SimJob:
     """A created job: its resolved spec, creation time and cached answers for its current state."""
 
-    __slots__ = ("_bodies", "_job", "_points", "_state", "_tasks", "_version", "created_at", "spec")
+    __slots__ = (
+        "_bodies", "_job", "_points", "_quirks", "_state", "_tasks", "_version", "created_at",
+        "spec",
+    )  # fmt: skip
 
     def __init__(self, spec: JobSpec, created_at: float) -> None:
         self.spec = spec
         self.created_at = created_at
+        self._quirks = frozenset(spec.hostile)
         self._points = change_points(spec)
         self._version = -1
         self._state: JobState | None = None
@@ -140,10 +145,12 @@ class SimJob:
         if cached is not None:
             return cached
         offset, limit, descending, upper = page
+        upper = upper or Quirk.UPPER_CASE_KEYS in self._quirks
         tasks = self._task_objects(state, upper)
         ordered = tasks[::-1] if descending else tasks
         job = self._job_object(state, upper)
-        body = details_body(job, ordered[offset : offset + limit], len(tasks))
+        count = hostile_count(len(tasks), self._quirks)
+        body = details_body(job, ordered[offset : offset + limit], count)
         if len(self._bodies) >= _MAX_CACHED_PAGES:
             self._bodies.clear()
         self._bodies[page] = body
@@ -159,7 +166,10 @@ class SimJob:
     def _task_objects(self, state: JobState, upper: bool) -> list[JsonObject]:
         tasks = self._tasks.get(upper)
         if tasks is None:
-            tasks = [task_object(task, self.created_at) for task in state.tasks]
+            tasks = [
+                hostile_task(task_object(task, self.created_at), self._quirks)
+                for task in state.tasks
+            ]
             if upper:
                 tasks = [upper_keys(task) for task in tasks]
             self._tasks[upper] = tasks
@@ -211,6 +221,9 @@ class SimState:
     def add_job(self, spec: JobSpec) -> SimJob:
         """Create a job now; raises :class:`DuplicateJobError` when its ID is taken."""
         resolved = resolve_job(spec, self.config.project_id)
+        if self.config.hostile:
+            quirks = parse_quirks((*resolved.hostile, *self.config.hostile))
+            resolved = replace(resolved, hostile=quirks)
         if resolved.job_id in self.jobs:
             raise DuplicateJobError(f"job {resolved.job_id} exists already")
         job = SimJob(resolved, self.clock.now())
