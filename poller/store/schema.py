@@ -39,12 +39,54 @@ hash-tagged prefix such as ``{poller}`` so every key lives in one slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from string import Template
 from typing import Final
 
 from poller.ids import is_valid_id
 
 STATE_TRACKING: Final = "tracking"
 STATE_FINISHED: Final = "finished"
+STATE_QUARANTINED: Final = "quarantined"
+
+
+@dataclass(frozen=True, slots=True)
+class JobFields:
+    """The names of a job hash's fields: the one table both Python and the scripts read."""
+
+    project: str = "project"
+    job: str = "job"
+    instance: str = "instance"
+    meta: str = "meta"
+    state: str = "state"
+    snap: str = "snap"
+    interval: str = "interval"
+    attempts: str = "attempts"
+    nf_since: str = "nf_since"
+    taken_at: str = "taken_at"
+    seq: str = "seq"
+    epoch: str = "epoch"
+    token: str = "token"  # noqa: S105 - a field's name, not a secret
+    owner: str = "owner"
+    lease_until: str = "lease_until"
+    last_error: str = "last_error"
+    last_poll_at: str = "last_poll_at"
+    commit_id: str = "commit_id"
+    due: str = "due"
+    crashes: str = "crashes"
+    finished_at: str = "finished_at"
+    outcome: str = "outcome"
+
+
+F: Final = JobFields()
+
+
+def _lua(source: str) -> str:
+    """A script with ``${f_<field>}`` and ``${s_<state>}`` filled in from :data:`F` and the
+    state names, so a field is named in one place only."""
+    names = {f"f_{name}": getattr(F, name) for name in F.__slots__}
+    states = {"s_tracking": STATE_TRACKING, "s_finished": STATE_FINISHED,
+              "s_quarantined": STATE_QUARANTINED}  # fmt: skip
+    return Template(source).substitute(names, **states)
 
 
 def job_member(project_id: str, job_id: str) -> str:
@@ -130,40 +172,42 @@ return moved
 # Admit one valid message: start tracking unless already tracked or recently finished.
 # KEYS: schedule, job hash, job stream, inflight, job ID record.
 # ARGV: raw, member, project, job, instance, meta, force ('1'/'0'), now, job key prefix.
-# Returns 'admitted', 'tracked' or 'finished' (the message leaves the in-flight list), or
+# Returns 'admitted', 'tracked' or '${s_finished}' (the message leaves the in-flight list), or
 # 'conflict' (the job ID is tracked under another project) or 'corrupt' (a key of another
 # type is in the way): those two leave the message in flight for the caller to dead-letter.
 # ``seq`` continues from the job's hash or, once that expired, from the job ID record.
-ADMIT: Final = (
+ADMIT: Final = _lua(
     _PRELUDE
     + """
 if not (usable(KEYS[1], 'zset') and usable(KEYS[2], 'hash') and usable(KEYS[3], 'stream')
         and usable(KEYS[5], 'hash')) then
   return 'corrupt'
 end
-local owner = redis.call('HGET', KEYS[5], 'project')
+local owner = redis.call('HGET', KEYS[5], '${f_project}')
 if owner and owner ~= ARGV[3] then
   local other = ARGV[9] .. owner .. ':' .. ARGV[4]
-  if kind(other) == 'hash' and redis.call('HGET', other, 'state') == 'tracking' then
+  if kind(other) == 'hash' and redis.call('HGET', other, '${f_state}') == '${s_tracking}' then
     return 'conflict'
   end
 end
-local state = redis.call('HGET', KEYS[2], 'state')
+local state = redis.call('HGET', KEYS[2], '${f_state}')
 local result
-if state == 'tracking' then
+if state == '${s_tracking}' then
   result = 'tracked'
-elseif state == 'finished' and ARGV[7] ~= '1' then
-  result = 'finished'
+elseif state == '${s_finished}' and ARGV[7] ~= '1' then
+  result = '${s_finished}'
 else
-  local seq = math.max(tonumber(redis.call('HGET', KEYS[2], 'seq') or '1') or 1,
-                       tonumber(redis.call('HGET', KEYS[5], 'seq') or '1') or 1)
+  local seq = math.max(tonumber(redis.call('HGET', KEYS[2], '${f_seq}') or '1') or 1,
+                       tonumber(redis.call('HGET', KEYS[5], '${f_seq}') or '1') or 1)
   seq = string.format('%d', seq)
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[2], 'project', ARGV[3], 'job', ARGV[4], 'instance', ARGV[5],
-    'meta', ARGV[6], 'state', 'tracking', 'snap', '', 'interval', '0', 'attempts', '0',
-    'nf_since', '', 'taken_at', ARGV[8], 'seq', seq, 'epoch', '0', 'token', '', 'owner', '',
-    'lease_until', '', 'last_error', '', 'last_poll_at', '', 'commit_id', '', 'due', ARGV[8])
-  redis.call('HSET', KEYS[5], 'project', ARGV[3], 'seq', seq)
+  redis.call('HSET', KEYS[2], '${f_project}', ARGV[3], '${f_job}', ARGV[4],
+    '${f_instance}', ARGV[5], '${f_meta}', ARGV[6], '${f_state}', '${s_tracking}',
+    '${f_snap}', '', '${f_interval}', '0', '${f_attempts}', '0', '${f_nf_since}', '',
+    '${f_taken_at}', ARGV[8], '${f_seq}', seq, '${f_epoch}', '0', '${f_token}', '',
+    '${f_owner}', '', '${f_lease_until}', '', '${f_last_error}', '', '${f_last_poll_at}', '',
+    '${f_commit_id}', '', '${f_due}', ARGV[8])
+  redis.call('HSET', KEYS[5], '${f_project}', ARGV[3], '${f_seq}', seq)
   redis.call('PERSIST', KEYS[5])
   redis.call('PERSIST', KEYS[3])
   redis.call('ZADD', KEYS[1], ARGV[8], ARGV[2])
@@ -190,24 +234,24 @@ return 1
 #       seq memory.
 # Returns 1, or 0 when the lease is no longer the caller's.  A hash is kept for the retention
 # period for inspection; a key of another type is left alone.
-QUARANTINE: Final = (
+QUARANTINE: Final = _lua(
     _PRELUDE
     + """
 local is_hash = kind(KEYS[2]) == 'hash'
-if is_hash and redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 0 end
+if is_hash and redis.call('HGET', KEYS[2], '${f_token}') ~= ARGV[2] then return 0 end
 if not is_hash and ARGV[2] ~= '' then return 0 end
 local seq = 1
 local last, meta = '', ''
 if is_hash then
-  seq = math.max(seq, tonumber(redis.call('HGET', KEYS[2], 'seq') or '') or 1)
-  local ok, snap = pcall(cjson.decode, redis.call('HGET', KEYS[2], 'snap') or '')
+  seq = math.max(seq, tonumber(redis.call('HGET', KEYS[2], '${f_seq}') or '') or 1)
+  local ok, snap = pcall(cjson.decode, redis.call('HGET', KEYS[2], '${f_snap}') or '')
   if ok and type(snap) == 'table' and type(snap['s']) == 'string' then last = snap['s'] end
-  local m = redis.call('HGET', KEYS[2], 'meta') or ''
+  local m = redis.call('HGET', KEYS[2], '${f_meta}') or ''
   local ok2, doc = pcall(cjson.decode, m)
   if m ~= '' and ok2 and type(doc) == 'table' then meta = m end
 end
 local ref_ok = usable(KEYS[6], 'hash')
-if ref_ok then seq = math.max(seq, tonumber(redis.call('HGET', KEYS[6], 'seq') or '') or 1) end
+if ref_ok then seq = math.max(seq, tonumber(redis.call('HGET', KEYS[6], '${f_seq}') or '') or 1) end
 local job_stream_ok = usable(KEYS[5], 'stream')
 if job_stream_ok then
   local tail = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
@@ -221,7 +265,7 @@ end
 local fields = {'event', 'job.abandoned', 'job_id', ARGV[5], 'project_id', ARGV[6],
   'seq', string.format('%d', seq), 'observed_at', ARGV[7], 'from_status', last,
   'to_status', last, 'job_status', last, 'reason', 'corrupt_state', 'detail', ARGV[8]}
-if meta ~= '' then table.insert(fields, 'meta'); table.insert(fields, meta) end
+if meta ~= '' then table.insert(fields, '${f_meta}'); table.insert(fields, meta) end
 if usable(KEYS[4], 'stream') then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
 end
@@ -230,12 +274,12 @@ if job_stream_ok then
   redis.call('EXPIRE', KEYS[5], ARGV[4])
 end
 if ref_ok then
-  redis.call('HSET', KEYS[6], 'project', ARGV[6], 'seq', string.format('%d', seq + 1))
+  redis.call('HSET', KEYS[6], '${f_project}', ARGV[6], '${f_seq}', string.format('%d', seq + 1))
   redis.call('EXPIRE', KEYS[6], ARGV[10])
 end
 if usable(KEYS[1], 'zset') then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if is_hash then
-  redis.call('HSET', KEYS[2], 'state', 'quarantined', 'token', '', 'owner', '')
+  redis.call('HSET', KEYS[2], '${f_state}', '${s_quarantined}', '${f_token}', '', '${f_owner}', '')
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 if usable(KEYS[3], 'list') then redis.call('LPUSH', KEYS[3], ARGV[3]) end
@@ -265,7 +309,7 @@ return moved
 # Returns a flat list: the earliest score left in the schedule ('' if none), then member,
 # token, field count, HGETALL fields… per claimed job; a job whose key is not a hash comes
 # with an empty token and count -1 (the caller quarantines it).
-CLAIM_DUE: Final = (
+CLAIM_DUE: Final = _lua(
     _PRELUDE
     + """
 local out = {}
@@ -282,7 +326,7 @@ if ok and type(previous) == 'table' and previous['id'] == ARGV[6] then
     local fields = redis.pcall('HGETALL', ARGV[5] .. lease[1])
     if not fields['err'] then
       for i = 1, #fields, 2 do
-        if fields[i] == 'token' and fields[i + 1] == lease[2] then
+        if fields[i] == '${f_token}' and fields[i + 1] == lease[2] then
           emit(lease[1], lease[2], fields)
         end
       end
@@ -303,16 +347,17 @@ else
     else
       local at = {}
       for i = 1, #fields, 2 do at[fields[i]] = i + 1 end
-      if not at['state'] or fields[at['state']] ~= 'tracking' then
+      if not at['${f_state}'] or fields[at['${f_state}']] ~= '${s_tracking}' then
         redis.call('ZREM', KEYS[1], member)
       else
         -- not HINCRBY: a garbled epoch must not make every claim of every replica fail
-        local epoch = at['epoch'] and tonumber(fields[at['epoch']]) or 0
+        local epoch = at['${f_epoch}'] and tonumber(fields[at['${f_epoch}']]) or 0
         local token = string.format('%d', epoch + 1)
-        redis.call('HSET', key, 'epoch', token, 'token', token, 'owner', ARGV[4],
-                   'lease_until', ARGV[2])
+        redis.call('HSET', key, '${f_epoch}', token, '${f_token}', token, '${f_owner}', ARGV[4],
+                   '${f_lease_until}', ARGV[2])
         redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
-        local lease = {epoch = token, token = token, owner = ARGV[4], lease_until = ARGV[2]}
+        local lease = {['${f_epoch}'] = token, ['${f_token}'] = token, ['${f_owner}'] = ARGV[4],
+                       ['${f_lease_until}'] = ARGV[2]}
         for name, value in pairs(lease) do
           if at[name] then
             fields[at[name]] = value
@@ -338,15 +383,15 @@ return out
 
 # Extend leases still held.  KEYS: schedule.  ARGV: deadline, job key prefix, then
 # member, token pairs.  Returns 1/0 per pair (0: the lease is lost, stop working on it).
-RENEW_LEASES: Final = (
+RENEW_LEASES: Final = _lua(
     _PRELUDE
     + """
 local out = {}
 for i = 3, #ARGV, 2 do
   local key = ARGV[2] .. ARGV[i]
   local held = ARGV[i + 1] ~= '' and kind(key) == 'hash'
-  if held and redis.call('HGET', key, 'token') == ARGV[i + 1] then
-    redis.call('HSET', key, 'lease_until', ARGV[1])
+  if held and redis.call('HGET', key, '${f_token}') == ARGV[i + 1] then
+    redis.call('HSET', key, '${f_lease_until}', ARGV[1])
     redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
     table.insert(out, 1)
   else
@@ -360,16 +405,18 @@ return out
 # Give a lease back unused: the job is due again at ARGV[3].  With ARGV[4] not empty the poll
 # crashed: count it (``crashes``) and keep ARGV[4] as the last error.
 # KEYS: schedule, job hash.  ARGV: member, token, due, crash error.
-RELEASE: Final = (
+RELEASE: Final = _lua(
     _PRELUDE
     + """
-if ARGV[2] == '' or kind(KEYS[2]) ~= 'hash' or redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then
+if ARGV[2] == '' or kind(KEYS[2]) ~= 'hash'
+   or redis.call('HGET', KEYS[2], '${f_token}') ~= ARGV[2] then
   return 0
 end
-redis.call('HSET', KEYS[2], 'token', '', 'owner', '', 'lease_until', '')
+redis.call('HSET', KEYS[2], '${f_token}', '', '${f_owner}', '', '${f_lease_until}', '')
 if ARGV[4] ~= '' then
-  local crashes = (tonumber(redis.call('HGET', KEYS[2], 'crashes') or '0') or 0) + 1
-  redis.call('HSET', KEYS[2], 'crashes', string.format('%d', crashes), 'last_error', ARGV[4])
+  local crashes = (tonumber(redis.call('HGET', KEYS[2], '${f_crashes}') or '0') or 0) + 1
+  redis.call('HSET', KEYS[2], '${f_crashes}', string.format('%d', crashes),
+             '${f_last_error}', ARGV[4])
 end
 redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
 return 1
@@ -378,57 +425,51 @@ return 1
 
 # The fenced, idempotent commit of one poll.
 # KEYS: schedule, job hash, global stream, job stream, job ID record.
-# ARGV: member, token, expected seq, commit id, now, due ('' retires), retention seconds,
-#       maxlen, seq memory, hash pair count N, N field/value pairs, event count E, then per
-#       event: field count F and F field/value pairs.
+# ARGV[1]: the payload, a JSON object by name: ``member``, ``token``, ``seq`` (expected),
+#   ``commit_id``, ``now``, ``due`` ('' retires), ``retention``, ``maxlen``, ``seq_memory``,
+#   ``set`` (hash field/value pairs, flat) and ``events`` (one flat field/value list each).
 # Returns 'ok', 'duplicate' (this commit id was applied already: a retry after a lost reply),
 # 'fenced' (the lease or seq moved on: publish nothing), 'gone' (no such tracked job) or
 # 'corrupt' (a key it must write holds another type: nothing was written).
-COMMIT: Final = (
+COMMIT: Final = _lua(
     _PRELUDE
     + """
-local head = redis.pcall('HMGET', KEYS[2], 'commit_id', 'state', 'token', 'seq')
+local p = cjson.decode(ARGV[1])
+local head = redis.pcall('HMGET', KEYS[2], '${f_commit_id}', '${f_state}', '${f_token}',
+                         '${f_seq}')
 if head['err'] then return 'corrupt' end
-if head[1] == ARGV[4] then return 'duplicate' end
-if head[2] ~= 'tracking' then return 'gone' end
-if head[3] ~= ARGV[2] or head[4] ~= ARGV[3] then return 'fenced' end
-local i = 10
-local npairs = tonumber(ARGV[i])
-local pairs_at = i + 1
-i = i + 1 + 2 * npairs
-local nevents = tonumber(ARGV[i])
-i = i + 1
-local retires = ARGV[6] == ''
+if head[1] == p.commit_id then return 'duplicate' end
+if head[2] ~= '${s_tracking}' then return 'gone' end
+if head[3] ~= p.token or head[4] ~= p.seq then return 'fenced' end
+local nevents = #p.events
+local retires = p.due == ''
 -- An unchanged poll writes only the schedule (first: a wrong type fails before any write)
 -- and the hash; a poll that publishes or retires checks every key's type first.
 if (nevents > 0 or retires) and not (usable(KEYS[1], 'zset') and usable(KEYS[3], 'stream')
     and usable(KEYS[4], 'stream') and usable(KEYS[5], 'hash')) then
   return 'corrupt'
 end
-if not retires then redis.call('ZADD', KEYS[1], ARGV[6], ARGV[1]) end
-for _ = 1, nevents do
-  local nfields = tonumber(ARGV[i])
-  local fields = {}
-  for j = i + 1, i + 2 * nfields do table.insert(fields, ARGV[j]) end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
+if not retires then redis.call('ZADD', KEYS[1], p.due, p.member) end
+for _, fields in ipairs(p.events) do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', p.maxlen, '*', unpack(fields))
   redis.call('XADD', KEYS[4], '*', unpack(fields))
-  i = i + 1 + 2 * nfields
 end
-local next_seq = string.format('%d', tonumber(ARGV[3]) + nevents)
-local update = {'seq', next_seq, 'token', '', 'owner', '', 'lease_until', '',
-  'commit_id', ARGV[4], 'last_poll_at', ARGV[5]}
-for j = pairs_at, pairs_at + 2 * npairs - 1 do table.insert(update, ARGV[j]) end
+local next_seq = string.format('%d', tonumber(p.seq) + nevents)
+local update = {'${f_seq}', next_seq, '${f_token}', '', '${f_owner}', '', '${f_lease_until}', '',
+  '${f_commit_id}', p.commit_id, '${f_last_poll_at}', p.now}
+for _, v in ipairs(p.set) do table.insert(update, v) end
 if retires then
-  table.insert(update, 'state'); table.insert(update, 'finished')
-  table.insert(update, 'finished_at'); table.insert(update, ARGV[5])
+  table.insert(update, '${f_state}'); table.insert(update, '${s_finished}')
+  table.insert(update, '${f_finished_at}'); table.insert(update, p.now)
 end
 redis.call('HSET', KEYS[2], unpack(update))
 if retires then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-  redis.call('EXPIRE', KEYS[4], ARGV[7])
-  redis.call('HSET', KEYS[5], 'project', redis.call('HGET', KEYS[2], 'project'), 'seq', next_seq)
-  redis.call('EXPIRE', KEYS[5], ARGV[9])
+  redis.call('ZREM', KEYS[1], p.member)
+  redis.call('EXPIRE', KEYS[2], p.retention)
+  redis.call('EXPIRE', KEYS[4], p.retention)
+  local project = redis.call('HGET', KEYS[2], '${f_project}')
+  redis.call('HSET', KEYS[5], '${f_project}', project, '${f_seq}', next_seq)
+  redis.call('EXPIRE', KEYS[5], p.seq_memory)
 end
 return 'ok'
 """

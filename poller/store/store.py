@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from poller.intake import Admission, Invalid
 from poller.snapshot import StoredSnapshot, format_timestamp
 from poller.store import schema
-from poller.store.schema import Keys, job_member
+from poller.store.schema import F, Keys, job_member
 from poller.tracking import JobState, Plan
 
 CommitResult = Literal["ok", "duplicate", "fenced", "gone", "corrupt"]
@@ -93,26 +93,26 @@ def _float(value: str) -> float | None:
 
 def state_from_hash(fields: dict[str, str]) -> JobState:
     """Decode a job hash (all values as text); raises ``ValueError`` when it is not valid."""
-    job_member(fields.get("project", ""), fields.get("job", ""))  # both IDs well-formed
+    job_member(fields.get(F.project, ""), fields.get(F.job, ""))  # both IDs well-formed
     return JobState(
-        job_id=fields.get("job", ""),
-        project_id=fields.get("project", ""),
-        instance_id=fields.get("instance", ""),
-        meta=fields.get("meta", ""),
-        snapshot=StoredSnapshot.from_json(fields.get("snap", "")),
-        interval=float(fields.get("interval") or 0),
-        attempts=int(fields.get("attempts") or 0),
-        not_found_since=_float(fields.get("nf_since", "")),
-        taken_at=float(fields.get("taken_at") or 0),
-        seq=int(fields.get("seq") or 1),
-        token=fields.get("token", ""),
-        owner=fields.get("owner", ""),
-        lease_until=_float(fields.get("lease_until", "")),
-        finished_at=_float(fields.get("finished_at", "")),
-        last_error=fields.get("last_error", ""),
-        last_poll_at=_float(fields.get("last_poll_at", "")),
-        due_at=_float(fields.get("due", "")),
-        crashes=int(fields.get("crashes") or 0),
+        job_id=fields.get(F.job, ""),
+        project_id=fields.get(F.project, ""),
+        instance_id=fields.get(F.instance, ""),
+        meta=fields.get(F.meta, ""),
+        snapshot=StoredSnapshot.from_json(fields.get(F.snap, "")),
+        interval=float(fields.get(F.interval) or 0),
+        attempts=int(fields.get(F.attempts) or 0),
+        not_found_since=_float(fields.get(F.nf_since, "")),
+        taken_at=float(fields.get(F.taken_at) or 0),
+        seq=int(fields.get(F.seq) or 1),
+        token=fields.get(F.token, ""),
+        owner=fields.get(F.owner, ""),
+        lease_until=_float(fields.get(F.lease_until, "")),
+        finished_at=_float(fields.get(F.finished_at, "")),
+        last_error=fields.get(F.last_error, ""),
+        last_poll_at=_float(fields.get(F.last_poll_at, "")),
+        due_at=_float(fields.get(F.due, "")),
+        crashes=int(fields.get(F.crashes) or 0),
     )
 
 
@@ -415,37 +415,32 @@ class Store:
     ) -> CommitResult:
         """Apply ``plan`` if ``state``'s lease and ``seq`` still hold (see ``schema.COMMIT``)."""
         member = job_member(state.project_id, state.job_id)
-        pairs = {
-            "interval": repr(plan.interval),
-            "attempts": str(plan.attempts),
-            "nf_since": "" if plan.not_found_since is None else repr(plan.not_found_since),
-            "last_error": plan.last_error,
-            "outcome": plan.outcome,
-            "due": "" if plan.due_at is None else repr(plan.due_at),
-        }
+        hash_fields = [
+            F.interval, repr(plan.interval),
+            F.attempts, str(plan.attempts),
+            F.nf_since, "" if plan.not_found_since is None else repr(plan.not_found_since),
+            F.last_error, plan.last_error,
+            F.outcome, plan.outcome,
+            F.due, "" if plan.due_at is None else repr(plan.due_at),
+        ]  # fmt: skip
         if plan.snapshot != state.snapshot:  # an unchanged poll leaves the stored snapshot be
-            pairs["snap"] = plan.snapshot.to_json() if plan.snapshot else ""
+            hash_fields += [F.snap, plan.snapshot.to_json() if plan.snapshot else ""]
         if state.crashes:
-            pairs["crashes"] = "0"
-        args: list[str | int] = [
-            member,
-            state.token,
-            str(state.seq),
-            commit_id or uuid.uuid4().hex,
-            repr(now),
-            "" if plan.due_at is None else repr(plan.due_at),
-            max(1, int(self.retention)),
-            self.maxlen,
-            max(1, int(self.seq_memory)),
-            len(pairs),
-        ]
-        for key, value in pairs.items():
-            args += [key, value]
-        args.append(len(plan.events))
-        for event in plan.events:
-            args.append(len(event.fields))
-            for key, value in event.fields:
-                args += [key, value]
+            hash_fields += [F.crashes, "0"]
+        payload = {
+            "member": member,
+            "token": state.token,
+            "seq": str(state.seq),
+            "commit_id": commit_id or uuid.uuid4().hex,
+            "now": repr(now),
+            "due": "" if plan.due_at is None else repr(plan.due_at),
+            "retention": max(1, int(self.retention)),
+            "maxlen": self.maxlen,
+            "seq_memory": max(1, int(self.seq_memory)),
+            "set": hash_fields,
+            "events": [[v for pair in event.fields for v in pair] for event in plan.events],
+        }
+        args: list[str | int] = [json.dumps(payload, ensure_ascii=False, separators=(",", ":"))]
         keys = [
             self.keys.schedule,
             self.keys.job(member),
@@ -512,9 +507,9 @@ class Store:
             raise CorruptJobState(f"{member}: {type(exc).__name__}: {exc}"[:300]) from None
         return JobView(
             state=state,
-            tracking=fields.get("state") == schema.STATE_TRACKING,
+            tracking=fields.get(F.state) == schema.STATE_TRACKING,
             due_at=float(score) if score is not None else None,
-            outcome=fields.get("outcome", ""),
+            outcome=fields.get(F.outcome, ""),
         )
 
     async def next_due(self) -> float | None:
