@@ -16,6 +16,7 @@ import aiohttp
 from yarl import URL
 
 from poller.backoff import exponential_ceiling
+from poller.clock import SYSTEM_CLOCK, Clock
 from poller.ids import is_valid_id
 from poller.servicestage.auth import Authenticator, AuthUnavailable
 from poller.servicestage.models import (
@@ -84,8 +85,8 @@ class UnauthorizedPause:
     so one 401 stops every poll for 30 s, doubling per consecutive 401 up to 5 minutes.
     """
 
-    def __init__(self, clock: Callable[[], float], base: float = 30.0, cap: float = 300.0) -> None:
-        self._clock = clock
+    def __init__(self, clock: Clock, base: float = 30.0, cap: float = 300.0) -> None:
+        self._clock = clock.monotonic
         self._base = base
         self._cap = cap
         self._until = 0.0
@@ -120,7 +121,7 @@ class ServiceStageClient:
         gate: Gate | None = None,
         on_response: ResponseHook | None = None,
         on_auth_problem: Callable[[str], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         proxy: Proxy = DIRECT,
     ) -> None:
         self._session = session
@@ -132,6 +133,7 @@ class ServiceStageClient:
         self._gate = gate
         self._on_response = on_response
         self._on_auth_problem = on_auth_problem
+        self._clock = clock
         self._pause = UnauthorizedPause(clock)
         self._auth_failing = False
 
@@ -197,7 +199,9 @@ class ServiceStageClient:
                     proxy_auth=self._proxy.auth,
                 ) as resp:
                     status = resp.status
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(
+                        resp.headers.get("Retry-After"), self._clock.now()
+                    )
                     request_id = clean_text(resp.headers.get("X-Request-Id", ""))[:100]
                     body = await _read_body(resp)
             except BodyTooLarge:
