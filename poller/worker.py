@@ -40,6 +40,10 @@ INTAKE_BATCH: Final = 100
 MAX_POLL_CRASHES: Final = 5
 
 
+class RedisUnavailable(Exception):
+    """Redis stayed unreachable for a whole lease while a poll tried to commit."""
+
+
 def default_replica_id() -> str:
     """A name unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
@@ -237,6 +241,10 @@ class Worker(Generic[StoreT]):
                         state, outcome, now=self.clock(), policy=self.policy, rng=self.rng
                     )
                 await self._commit(lease, plan)
+        except RedisUnavailable as exc:
+            # Not the job's fault: hand it back (due at once) without counting a crash.
+            self.log.warning("commit given up; redis unavailable", job_id=state.job_id,
+                             project_id=state.project_id, error=str(exc))  # fmt: skip
         except Exception as exc:
             # A bug or a deterministic Redis error must not take the replica down: the job is
             # due again after a lease, and retired once it has crashed MAX_POLL_CRASHES times.
@@ -250,7 +258,8 @@ class Worker(Generic[StoreT]):
 
     async def _commit(self, lease: Lease, plan: Plan) -> None:
         """Commit ``plan``; transient Redis failures are retried for up to one lease (the same
-        commit ID, so a retry after a lost reply is recognised), anything else raises."""
+        commit ID, so a retry after a lost reply is recognised), then :class:`RedisUnavailable`;
+        a deterministic Redis error raises at once."""
         state = lease.state
         commit_id = f"{self.replica_id}:{next(self._commit_ids)}"  # unique, and cheap
         backoff = Backoff(initial=0.05, cap=2.0, rng=self.rng)
@@ -260,8 +269,10 @@ class Worker(Generic[StoreT]):
                 result = await self.store.commit(state, plan, self.clock(), commit_id)
                 break
             except RedisError as exc:
-                if not is_transient(exc) or self._clock.monotonic() >= give_up:
+                if not is_transient(exc):
                     raise
+                if self._clock.monotonic() >= give_up:  # the lease is gone by now anyway
+                    raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
                 self._redis_failed("commit", exc)
                 await self._clock.sleep(backoff.failed())
         if result == "corrupt":

@@ -330,3 +330,20 @@ async def test_a_deterministic_redis_error_on_admission_dead_letters_the_message
     async with running(store, client, clock):
         await clock.run_until(lambda: store.admitted == [b"JOB-GOOD"])
     assert [raw for raw, _ in store.dead] == [b"JOB-BAD"]
+
+
+async def test_an_outage_longer_than_a_lease_during_a_commit_is_no_crash(
+    clock: ManualClock,
+) -> None:
+    store, client = FakeStore(clock), FakeClient()
+    store.track("JOB-1")
+    client.hold = True
+    async with running(store, client, clock):
+        await clock.run_until(lambda: client.calls == 1)
+        store.commit_error = RedisConnectionError("Connection refused")
+        client.release.set()
+        await clock.run_until(lambda: bool(store.releases))
+        store.commit_error = None
+        [(member, _, crash)] = store.releases
+        assert (member, crash) == ("proj:JOB-1", "")  # handed back, not counted as a crash
+        await clock.run_until(lambda: bool(store.commits))
