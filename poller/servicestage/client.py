@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
@@ -55,7 +56,14 @@ def job_url(base_url: str, project_id: str, job_id: str) -> URL:
         raise ValueError("invalid project_id")
     if not is_valid_id(job_id):
         raise ValueError("invalid job_id")
-    return URL(base_url) / "v3" / project_id / "cas" / "jobs" / job_id
+    # The grammar leaves only [A-Za-z0-9_.-]: nothing to encode, so the path is built as text.
+    return URL(f"{_root(base_url)}/v3/{project_id}/cas/jobs/{job_id}", encoded=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _root(base_url: str) -> str:
+    """``base_url`` normalised and encoded once, without a trailing slash."""
+    return str(URL(base_url)).rstrip("/")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -141,16 +149,17 @@ class ServiceStageClient:
         """Every page of the job, merged into one snapshot, or why not."""
         try:
             base = job_url(self._base_url, project_id, job_id)
+            if instance_id and not is_valid_id(instance_id):
+                raise ValueError("invalid instance_id")
         except ValueError as exc:
             return Rejected(status=400, detail=str(exc))
         pages: list[Page] = []
         offset = 0
         seen: set[str] = set()
+        instance = f"&instance_id={instance_id}" if instance_id else ""  # a checked ID
         while True:
-            query = {"limit": str(self._page_size), "offset": str(offset)}
-            if instance_id:
-                query["instance_id"] = instance_id
-            result = await self._get_page(base.with_query(query))
+            query = f"?limit={self._page_size}&offset={offset}{instance}"
+            result = await self._get_page(URL(f"{base}{query}", encoded=True))
             if not isinstance(result, Page):
                 return result
             if pages and result.task_count != pages[0].task_count:

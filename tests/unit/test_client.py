@@ -241,3 +241,14 @@ async def test_polls_waiting_on_the_rate_limit_see_a_pause_that_began_meanwhile(
 
 async def _collect(client: ServiceStageClient, results: list[object]) -> None:
     results.append(await client.fetch_job("proj", "JOB-1"))
+
+
+async def test_an_instance_id_goes_in_the_query_and_a_bad_one_is_rejected(
+    client: ServiceStageClient,
+) -> None:
+    with aioresponses() as m:
+        m.get(URL_RE, payload=body())
+        assert isinstance(await client.fetch_job("proj", "JOB-1", "inst-1"), Fetched)
+        ((_, url),) = list(m.requests)
+    assert url.query["instance_id"] == "inst-1"
+    assert isinstance(await client.fetch_job("proj", "JOB-1", "a&limit=1"), Rejected)
