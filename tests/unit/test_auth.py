@@ -12,6 +12,7 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
+from poller.clock import ManualClock
 from poller.config import Secret
 from poller.servicestage.auth import AkSk, AuthHooks, AuthUnavailable, IamToken, TokenFile
 from poller.servicestage.client import ServiceStageClient
@@ -166,7 +167,7 @@ async def test_aksk_headers_verify_with_the_same_secret() -> None:
 
 
 async def test_a_401_under_aksk_pauses_every_poll_instead_of_retrying_each() -> None:
-    clock = Clock()
+    clock = ManualClock()
     problems: list[str] = []
     async with aiohttp.ClientSession() as session:
         client = ServiceStageClient(
