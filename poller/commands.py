@@ -1,21 +1,25 @@
-"""The operator commands other than ``run``: enqueue, status, events, cancel."""
+"""The operator commands other than ``run``: enqueue, status, events, wait, cancel, dead."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
+import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final, TextIO
 
 import anyio
+from redis.exceptions import RedisError
 
-from poller.consumer import ConsumerGroup, JobEvent, tail_events
+from poller.backoff import Backoff
+from poller.consumer import ConsumerGroup, JobEvent, WaitTimeout, tail_events, wait_for_job
 from poller.intake import Admission, Invalid, build_message, parse_message
 from poller.snapshot import format_timestamp
 from poller.store import Store
-from poller.store.store import JobView
+from poller.store.store import CorruptJobState, JobView
 from poller.tracking import plan_cancel
 
 Out = TextIO
@@ -51,11 +55,49 @@ def build_messages(
     return messages
 
 
-async def enqueue(store: Store, messages: list[str], out: Out = sys.stdout) -> int:
-    """Push ``messages`` onto the intake queue."""
-    await store.enqueue(*messages)
+def read_job_ids(args: Iterable[str], stdin: TextIO) -> list[str]:
+    """The job IDs named on the command line, where ``-`` stands for those read from
+    ``stdin``, one per line (surrounding blanks stripped, blank lines skipped)."""
+    ids: list[str] = []
+    read_stdin = False
+    for arg in args:
+        if arg != "-":
+            ids.append(arg)
+            continue
+        if read_stdin:
+            raise UsageError("'-' (read job IDs from stdin) can be given only once")
+        read_stdin = True
+        ids += [line.strip() for line in stdin if line.strip()]
+    return ids
+
+
+_ENQUEUE_CHUNK: Final = 1000
+
+
+async def enqueue(
+    store: Store,
+    messages: list[str],
+    *,
+    default_project: str = "",
+    as_json: bool = False,
+    out: Out = sys.stdout,
+) -> int:
+    """Push ``messages`` (validated by :func:`build_messages`) onto the intake queue.
+
+    Prints ``queued <message>`` per message, or with ``as_json`` one JSON object per line:
+    ``{"job_id", "project_id", "message"}`` (``project_id``: the one the daemon will use).
+    """
+    for start in range(0, len(messages), _ENQUEUE_CHUNK):
+        await store.enqueue(*messages[start : start + _ENQUEUE_CHUNK])
     for message in messages:
-        out.write(f"queued {message}\n")
+        if as_json:
+            parsed = parse_message(message.encode(), default_project)
+            doc = {"job_id": getattr(parsed, "job_id", None),
+                   "project_id": getattr(parsed, "project_id", None) or None,
+                   "message": message}  # fmt: skip
+            out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        else:
+            out.write(f"queued {message}\n")
     return 0
 
 
@@ -150,12 +192,14 @@ async def cancel(
     *,
     who: str = "operator",
     clock: Callable[[], float] | None = None,
+    as_json: bool = False,
     out: Out = sys.stdout,
 ) -> int:
     """Stop tracking a job, publishing ``job.abandoned`` reason ``cancelled_by_operator``.
 
     The commit is fenced like a worker's: it takes over any lease in progress, so a worker
-    polling the job at that moment publishes nothing afterwards.
+    polling the job at that moment publishes nothing afterwards.  With ``as_json`` it prints
+    ``{"job_id", "project_id", "cancelled": true, "event": "job.abandoned", "seq"}``.
     """
     commit_id = uuid.uuid4().hex
     for _ in range(50):
@@ -166,7 +210,12 @@ async def cancel(
         now = clock() if clock is not None else await store.server_time()
         result = await store.commit(view.state, plan_cancel(view.state, now, who), now, commit_id)
         if result in ("ok", "duplicate"):
-            out.write(f"cancelled {job_id}: job.abandoned seq={view.state.seq}\n")
+            if as_json:
+                doc = {"job_id": job_id, "project_id": project_id, "cancelled": True,
+                       "event": "job.abandoned", "seq": view.state.seq}  # fmt: skip
+                out.write(json.dumps(doc) + "\n")
+            else:
+                out.write(f"cancelled {job_id}: job.abandoned seq={view.state.seq}\n")
             return 0
         if result == "gone":
             raise CommandError(f"job {job_id} finished before it could be cancelled")
@@ -179,8 +228,29 @@ _COLOURS = {
 }  # fmt: skip
 
 
+def use_colour(stream: object, env: Mapping[str, str] | None = None) -> bool:
+    """Whether to colour what goes to ``stream``: on a terminal, unless told otherwise.
+
+    ``NO_COLOR`` (any non-empty value, https://no-color.org) turns colour off and wins;
+    ``FORCE_COLOR`` (any non-empty value) turns it on even when ``stream`` is not a terminal;
+    ``TERM=dumb`` turns it off.  ``env`` defaults to the process environment.
+    """
+    env = os.environ if env is None else env
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    if env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
+
+
 def colour(status: str, text: str, enabled: bool) -> str:
-    """``text`` in the colour of ``status`` when ``enabled`` (a terminal)."""
+    """``text`` in the colour of ``status`` when ``enabled`` (see :func:`use_colour`)."""
     code = _COLOURS.get(status)
     return f"\x1b[{code}m{text}\x1b[0m" if enabled and code else text
 
@@ -204,7 +274,7 @@ def format_event(fields: dict[str, str], *, colours: bool = False) -> str:
 
 def _print_event(event: JobEvent, out: Out, *, as_json: bool, colours: bool) -> None:
     if as_json:
-        out.write(json.dumps({"id": event.entry_id, **event.fields}, ensure_ascii=False) + "\n")
+        out.write(json.dumps(event_document(event), ensure_ascii=False) + "\n")
     else:
         out.write(format_event(dict(event.fields), colours=colours) + "\n")
     out.flush()
@@ -216,29 +286,49 @@ async def events(
     job_id: str | None,
     follow: bool,
     as_json: bool,
-    since: str = "0-0",
+    since: str | None = None,
+    tail: int | None = None,
     count: int | None = None,
     group: str | None = None,
     consumer: str | None = None,
     out: Out = sys.stdout,
 ) -> int:
-    """Print events of all jobs or one, from ``since``; with ``follow``, keep waiting.
+    """Print events of all jobs or one.
 
-    With ``group``, read through that consumer group (created at ``since`` if missing) and
-    acknowledge each event after printing it, so a pipeline is a durable consumer.
+    Where it starts: after ``since`` when given; with ``tail``, the last ``tail`` entries;
+    otherwise the beginning, or with ``follow`` only what is published from now on (like
+    ``tail -f``).  With ``follow`` it keeps waiting for new events.
+
+    With ``group``, read through that consumer group (created at ``since``, or at the
+    beginning, or with ``follow`` at now, if missing) and acknowledge each event after
+    printing it, so a pipeline is a durable consumer.
     """
-    colours = out.isatty() and not as_json
+    if tail is not None and (since is not None or group):
+        raise UsageError("--tail goes neither with --since nor with --group")
+    colours = use_colour(out) and not as_json
+    key = store.keys.job_events(job_id) if job_id else store.keys.events
+    start = since if since is not None else ("$" if follow else "0-0")
     printed = 0
     stream: AsyncIterator[JobEvent]
     group_reader: ConsumerGroup | None = None
+    if tail is not None:
+        newest: Any = await store.redis.xrevrange(key, count=tail) if tail > 0 else []
+        history = [JobEvent.from_entry(entry_id, raw) for entry_id, raw in reversed(newest)]
+        for event in history[:count]:
+            _print_event(event, out, as_json=as_json, colours=colours)
+        printed = min(len(history), count if count is not None else len(history))
+        if not follow or (count is not None and printed >= count):
+            return 0
+        start = history[-1].entry_id if history else "$"
     if group:
-        key = store.keys.job_events(job_id) if job_id else store.keys.events
         group_reader = ConsumerGroup(
-            store.redis, key, group=group, consumer=consumer or "cli", start=since
+            store.redis, key, group=group, consumer=consumer or "cli", start=start
         )
         stream = group_reader.events(follow=follow)
     else:
-        stream = tail_events(store.redis, store.keys, job_id=job_id, start=since, follow=follow)
+        stream = tail_events(store.redis, store.keys, job_id=job_id, start=start, follow=follow)
+    if count is not None and printed >= count:
+        return 0
     async for event in stream:
         _print_event(event, out, as_json=as_json, colours=colours)
         if group_reader is not None:
@@ -249,14 +339,26 @@ async def events(
     return 0
 
 
-EXIT_SUCCEEDED, EXIT_FAILED, EXIT_ABANDONED, EXIT_TIMEOUT = 0, 1, 2, 124
+# ``poller wait``'s exit codes (the contract in DESIGN.md, "Operations").
+EXIT_SUCCEEDED: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_ABANDONED: Final = 3
+EXIT_UNREACHABLE: Final = 4
+EXIT_TIMEOUT: Final = 124
 
 
 def wait_exit_code(final: JobEvent) -> int:
-    """``poller wait``'s exit code for a job's final event."""
+    """``poller wait``'s exit code for a job's final event: 0 SUCCEEDED, 1 ended failed
+    (FAILED, PARTIALLY_FAILED, CANCELLED, ROLLBACKED), 3 abandoned (any reason)."""
     if final.event == "job.abandoned":
         return EXIT_ABANDONED
     return EXIT_SUCCEEDED if final.to_status == "SUCCEEDED" else EXIT_FAILED
+
+
+def event_document(event: JobEvent) -> dict[str, str]:
+    """An event as ``--json`` prints it: the stream entry's ``id`` and its fields."""
+    return {"id": event.entry_id, **event.fields}
 
 
 async def wait(
@@ -267,29 +369,239 @@ async def wait(
     give_up_after: float | None,
     enqueue_message: str | None = None,
     quiet: bool = False,
+    as_json: bool = False,
     out: Out = sys.stdout,
+    err: Out = sys.stderr,
+    backoff: Backoff | None = None,
 ) -> int:
     """Follow one job's stream from its start until its final event; the exit code says how
-    it ended (0 SUCCEEDED, 1 FAILED/PARTIALLY_FAILED/ROLLBACKED/CANCELLED, 2 abandoned,
-    124 timeout).  Works before, during and after the job's tracking."""
-    if enqueue_message is not None:
-        await store.enqueue(enqueue_message)
-    elif await store.get_job(project_id, job_id) is None:
-        sys.stderr.write(
-            f"poller: {job_id} is not tracked (yet); waiting for it to be queued "
-            "(pass --enqueue to queue it now)\n"
+    it ended: 0 SUCCEEDED; 1 FAILED, PARTIALLY_FAILED, CANCELLED or ROLLBACKED; 3 abandoned;
+    4 Redis unreachable until ``give_up_after`` (or failing in a way retries cannot mend);
+    124 ``give_up_after`` passed first.
+
+    Works before, during and after the job's tracking, and rides out Redis outages (retries
+    with backoff, resuming after the last event seen).  Event lines go to ``out`` as they
+    come; with ``as_json`` only the final event, as one JSON object; with ``quiet`` nothing
+    at all, notes on ``err`` included.
+    """
+    started = anyio.current_time()
+
+    def note(text: str) -> None:
+        if not quiet:
+            err.write(f"poller: {text}\n")
+            err.flush()
+
+    if enqueue_message is None and not quiet:
+        # A hint only: not retried, and never longer than a moment of the caller's timeout.
+        with anyio.move_on_after(min(2.0, give_up_after if give_up_after is not None else 2.0)):
+            with contextlib.suppress(RedisError, CorruptJobState):
+                if await store.get_job(project_id, job_id) is None:
+                    note(
+                        f"{job_id} is not tracked (yet); waiting for it to be queued "
+                        "(pass --enqueue to queue it now)"
+                    )
+
+    colours = use_colour(out)
+
+    def on_event(event: JobEvent) -> None:
+        if not (quiet or as_json):
+            _print_event(event, out, as_json=False, colours=colours)
+
+    def on_redis_error(exc: RedisError | None) -> None:
+        limit = "until the timeout" if give_up_after is not None else "(no --timeout)"
+        note(f"Redis unreachable ({exc}); retrying {limit}" if exc else "Redis answers again")
+
+    remaining = None
+    if give_up_after is not None:
+        remaining = max(0.0, give_up_after - (anyio.current_time() - started))
+    try:
+        final = await wait_for_job(
+            store.redis,
+            store.keys,
+            job_id,
+            project_id,
+            remaining,
+            enqueue=enqueue_message,
+            on_event=on_event,
+            on_redis_error=on_redis_error,
+            backoff=backoff,
         )
-    colours = out.isatty()
-    with anyio.move_on_after(give_up_after if give_up_after is not None else math.inf):
-        async for event in tail_events(store.redis, store.keys, job_id=job_id, block_ms=2000):
-            if event.project_id != project_id:
-                continue
-            if not quiet:
-                _print_event(event, out, as_json=False, colours=colours)
-            if event.is_final:
-                return wait_exit_code(event)
-    out.write(f"timed out waiting for {job_id}\n")
-    return EXIT_TIMEOUT
+    except WaitTimeout as exc:
+        if exc.redis_error is not None:
+            note(f"Redis unreachable until the timeout ({give_up_after:g}s): {exc.redis_error}")
+            return EXIT_UNREACHABLE
+        note(f"timed out waiting for {job_id} after {give_up_after:g}s")
+        return EXIT_TIMEOUT
+    except RedisError as exc:  # one that retrying cannot mend
+        note(f"Redis error: {exc}")
+        return EXIT_UNREACHABLE
+    if as_json and not quiet:
+        out.write(json.dumps(event_document(final), ensure_ascii=False) + "\n")
+        out.flush()
+    return wait_exit_code(final)
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+# Move dead-letter records back to intake.  KEYS: dead-letter list, intake queue.
+# ARGV: record, raw message, record, raw message, ...  A record still in the dead-letter list
+# is removed and its raw message pushed onto the intake queue by the same script, so both
+# happen or neither (and a record requeued twice at once moves once).  Returns 1/0 per record
+# (0: it was no longer there).
+# TODO(owner of poller/store): belongs in store/schema.py with a Store.requeue_dead method.
+REQUEUE_DEAD: Final = """
+local t = redis.call('TYPE', KEYS[2])['ok']
+if t ~= 'none' and t ~= 'list' then return redis.error_reply('WRONGTYPE intake queue') end
+local out = {}
+for i = 1, #ARGV, 2 do
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    table.insert(out, 1)
+  else
+    table.insert(out, 0)
+  end
+end
+return out
+"""
+
+
+def _dead_record(record: str) -> dict[str, Any]:
+    """A dead-letter record's fields; ``raw`` is ``None`` when the record is unreadable."""
+    try:
+        doc = json.loads(record)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("raw"), str):
+        return {"raw": None, "reason": "(unreadable dead-letter record)", "at": None}
+    reason, at = doc.get("reason"), doc.get("at")
+    return {"raw": doc["raw"], "reason": reason if isinstance(reason, str) else "",
+            "at": at if isinstance(at, str) else None}  # fmt: skip
+
+
+def _age_seconds(at: str | None, now: float) -> float | None:
+    if not at:
+        return None
+    try:
+        return max(0.0, now - datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def format_age(seconds: float | None) -> str:
+    """A short age: ``42s``, ``5m12s``, ``3h05m``, ``2d03h`` (``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+async def _dead_records(store: Store, skip: int = 0, limit: int | None = None) -> list[str]:
+    """Dead-letter records oldest first, from the ``skip``-th oldest.  Records are pushed at
+    the head, so counting from the tail keeps an index stable while more arrive."""
+    records: list[str] = []
+    page = 1000
+    while limit is None or len(records) < limit:
+        offset = skip + len(records)
+        chunk = await store.redis.lrange(store.keys.dead, -(offset + page), -(offset + 1))
+        records += [_text(r) for r in reversed(chunk)]
+        if len(chunk) < page:
+            break
+    return records if limit is None else records[:limit]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+async def dead_list(store: Store, *, as_json: bool = False, out: Out = sys.stdout) -> int:
+    """Print the dead-letter list, oldest first, numbered from 0 (the numbers ``dead
+    requeue`` takes; they stay put while new dead letters arrive).
+
+    Text: ``N  age  reason  raw="…"`` per record; with ``as_json`` one object per line:
+    ``{"index", "reason", "at", "age_seconds", "raw"}`` (``raw`` is ``null`` for a record
+    that is not readable).
+    """
+    records = await _dead_records(store)
+    now = await store.server_time()
+    if not records and not as_json:
+        out.write("no dead letters\n")
+    for index, record in enumerate(records):
+        doc = _dead_record(record)
+        age = _age_seconds(doc["at"], now)
+        if as_json:
+            seconds = None if age is None else round(age, 3)
+            line = {"index": index, "reason": doc["reason"], "at": doc["at"],
+                    "age_seconds": seconds, "raw": doc["raw"]}  # fmt: skip
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        else:
+            raw = json.dumps(doc["raw"] if doc["raw"] is not None else record, ensure_ascii=False)
+            raw = raw if len(raw) <= 120 else raw[:119] + "…"
+            out.write(f"{index:>4}  {format_age(age):>6}  {doc['reason']}  raw={raw}\n")
+    return 0
+
+
+async def dead_requeue(
+    store: Store,
+    indexes: list[int] | None,
+    *,
+    out: Out = sys.stdout,
+    batch: int = 200,
+) -> int:
+    """Move dead letters' raw messages back onto the intake queue, each atomically (see
+    :data:`REQUEUE_DEAD`), oldest first so they are taken in their original order.
+
+    ``indexes`` are the numbers ``dead list`` shows; ``None`` means every record there is now
+    (those that arrive meanwhile, such as a requeued message that is still invalid, stay).
+    An unreadable record stays where it is.
+    """
+    script = store.redis.register_script(REQUEUE_DEAD)
+    moved = 0
+    if indexes is not None:
+        chosen = sorted(set(indexes))
+        records = await _dead_records(store)
+        pairs: list[tuple[int, str, str]] = []
+        for index in chosen:
+            if index >= len(records):
+                raise CommandError(f"no dead letter #{index} (there are {len(records)})")
+            raw = _dead_record(records[index])["raw"]
+            if raw is None:
+                raise CommandError(f"dead letter #{index} is unreadable; it has no message")
+            pairs.append((index, records[index], raw))
+        done = await script(
+            keys=[store.keys.dead, store.keys.intake], args=[v for _, r, m in pairs for v in (r, m)]
+        )
+        for (index, _, raw), ok in zip(pairs, done, strict=True):
+            if int(ok):
+                moved += 1
+                out.write(f"requeued #{index}: {raw}\n")
+            else:
+                out.write(f"#{index} was gone already (requeued by someone else?)\n")
+        return 0
+    total = int(await store.redis.llen(store.keys.dead))
+    examined = skipped = 0
+    while examined < total:
+        window = await _dead_records(store, skip=skipped, limit=min(batch, total - examined))
+        if not window:
+            break
+        examined += len(window)
+        readable = [(r, m) for r in window if (m := _dead_record(r)["raw"]) is not None]
+        skipped += len(window) - len(readable)
+        if readable:
+            done = await script(
+                keys=[store.keys.dead, store.keys.intake], args=[v for p in readable for v in p]
+            )
+            for (_, raw), ok in zip(readable, done, strict=True):
+                if int(ok):
+                    moved += 1
+                    out.write(f"requeued {raw}\n")
+    out.write(f"{moved} requeued" + (f", {skipped} unreadable left" if skipped else "") + "\n")
+    return 0
 
 
 def admission_for(job_id: str, project_id: str) -> Admission:

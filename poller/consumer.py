@@ -1,16 +1,28 @@
-"""Reading the event streams from Python: typed events, tailing, and durable consumer groups.
+"""Reading and feeding the poller's Redis interfaces from Python.
 
-Tail one job's stream (e.g. a pipeline waiting on its own deployment)::
+Everything a consumer or producer needs, against the same Redis and key prefix as the daemon::
 
-    async for event in tail_events(redis, Keys("poller"), job_id="JOB-1"):
+    settings = load_settings()                 # POLLER_* variables / POLLER_CONFIG, as the daemon
+    keys = keys_from_settings(settings)         # the key names under POLLER_KEY_PREFIX
+    redis = Redis.from_url(settings.redis_url)
+
+Queue a job, then wait for its end (rides out Redis restarts until ``timeout``)::
+
+    await enqueue_job(redis, keys, "JOB-1", meta={"change": "CHG-42"})
+    final = await wait_for_job(redis, keys, "JOB-1", timeout=1800)
+    print(final.reason or final.to_status)
+
+Tail one job's stream (or every job's) as it grows::
+
+    async for event in tail_events(redis, keys, job_id="JOB-1"):
         print(event.seq, event.event, event.to_status)
         if event.is_final:
             break
 
-Consume every job's events durably, at least once, recovering what a crashed consumer of the
-same group left pending::
+Consume every job's events durably, at least once, taking over what a crashed consumer of the
+same group left pending (at start and every ``claim_interval`` seconds after)::
 
-    group = ConsumerGroup(redis, Keys("poller").events, group="notifier", consumer="pod-1")
+    group = ConsumerGroup(redis, keys.events, group="notifier", consumer="pod-1")
     async for event in group.events():
         await notify(event)
         await group.ack(event)
@@ -22,16 +34,36 @@ event would hurt.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
+from poller.backoff import Backoff
+from poller.config import Settings, load_settings
+from poller.intake import Invalid, build_message, parse_message
 from poller.statuses import is_terminal
 from poller.store.schema import Keys
+from poller.store.store import is_transient
+
+__all__ = [
+    "ConsumerGroup",
+    "JobEvent",
+    "Keys",
+    "WaitTimeout",
+    "enqueue_job",
+    "keys_from_settings",
+    "stream_id_since",
+    "tail_events",
+    "wait_for_job",
+]
 
 # Blocking reads must return before the client's socket timeout (5 s in ``store.connect``).
 
@@ -98,6 +130,55 @@ class JobEvent:
         )
 
 
+def keys_from_settings(settings: Settings | None = None) -> Keys:
+    """The key names the daemon uses, from the same settings it reads.
+
+    :param settings: settings already loaded; by default they are loaded like the daemon's
+        (``POLLER_*`` variables over the ``POLLER_CONFIG`` TOML file), so ``POLLER_KEY_PREFIX``
+        means the same here as there.  Raises :class:`poller.config.ConfigError` on a bad value.
+    """
+    settings = settings if settings is not None else load_settings()
+    return Keys(settings.key_prefix)
+
+
+async def enqueue_job(
+    redis: Redis,
+    keys: Keys,
+    job_id: str,
+    *,
+    project_id: str = "",
+    instance_id: str = "",
+    meta: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> str:
+    """Queue a job for tracking, as a deployment system does (``LPUSH {prefix}:jobs``).
+
+    The message is validated first, so an invalid one raises instead of being dead-lettered.
+    Queueing a job that is tracked already is a no-op for the daemon, so a retry is harmless.
+
+    :param job_id: the ``job_id`` a ServiceStage call returned.
+    :param project_id: its project; empty: the daemon's ``POLLER_PROJECT_ID``.
+    :param instance_id: optional ``instance_id`` query parameter for the API.
+    :param meta: a small JSON object copied into every event of the job (e.g. a change ID).
+    :param force: track it again even if it finished less than the retention period ago.
+    :returns: the message pushed.
+    :raises ValueError: the job ID, project ID, instance ID or ``meta`` is not valid.
+    """
+    message = build_message(
+        job_id,
+        project_id=project_id,
+        instance_id=instance_id,
+        meta=dict(meta) if meta else None,
+        force=force,
+    )
+    # Without a project the daemon fills in its default: any valid placeholder checks the rest.
+    parsed = parse_message(message.encode(), project_id or "default")
+    if isinstance(parsed, Invalid):
+        raise ValueError(f"{job_id!r}: {parsed.reason}")
+    await redis.lpush(keys.intake, message)
+    return message
+
+
 def stream_id_since(value: str) -> str:
     """A stream ID from ``--since``: an entry ID, epoch seconds, or an RFC 3339 time."""
     value = value.strip()
@@ -129,8 +210,22 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
     return [(entry_id, raw) for entries in streams for entry_id, raw in entries]
 
 
-def _exclusive(entry_id: str) -> str:
-    return entry_id if entry_id in ("$", "0-0") else f"({entry_id}"
+async def _last_entry_id(redis: Redis, stream: str) -> str:
+    """The ID of ``stream``'s newest entry, ``0-0`` when it is empty or missing."""
+    newest = await redis.xrevrange(stream, count=1)
+    return _text(newest[0][0]) if newest else "0-0"
+
+
+async def _read_after(redis: Redis, stream: str, last: str) -> list[JobEvent]:
+    """Entries after ``last`` (exclusive), without waiting."""
+    entries: Any = await redis.xrange(stream, min=last if last == "0-0" else f"({last}", count=500)
+    return [JobEvent.from_entry(entry_id, raw) for entry_id, raw in entries]
+
+
+async def _read_new(redis: Redis, stream: str, last: str, block_ms: int) -> list[JobEvent]:
+    """Entries after ``last``, waiting up to ``block_ms`` for the first to arrive."""
+    reply = await redis.xread({stream: last}, block=block_ms, count=500)
+    return [JobEvent.from_entry(entry_id, raw) for entry_id, raw in _entries(reply)]
 
 
 async def tail_events(
@@ -142,27 +237,143 @@ async def tail_events(
     block_ms: int = 2000,
     follow: bool = True,
 ) -> AsyncIterator[JobEvent]:
-    """Events of every job (or of ``job_id``) after ``start``; with ``follow``, wait for more."""
+    """Events of every job (``{prefix}:events``) or of ``job_id``, oldest first.
+
+    :param job_id: read that job's own stream instead of the global one.
+    :param start: ``0-0`` from the beginning; ``$`` only what is appended from now on (like
+        ``tail -f``; fixed once, at the first read, so nothing between two reads is missed);
+        or a stream entry ID, exclusive.
+    :param block_ms: how long one blocking read waits (keep it below the client's socket
+        timeout).
+    :param follow: keep waiting for new events; otherwise stop at the end of the stream.
+    """
     stream = keys.job_events(job_id) if job_id else keys.events
-    last = start
+    last = await _last_entry_id(redis, stream) if start == "$" else start
     while True:
-        if last == "$":
-            batch: Any = await redis.xread({stream: "$"}, block=block_ms, count=500)
-        else:
-            entries = await redis.xrange(stream, min=_exclusive(last), count=500)
-            batch = [[stream, entries]] if entries else []
-            if not entries and follow:
-                batch = await redis.xread({stream: last}, block=block_ms, count=500)
-        for entry_id, raw in _entries(batch):
-            event = JobEvent.from_entry(entry_id, raw)
+        batch = await _read_after(redis, stream, last)
+        if not batch and follow:
+            batch = await _read_new(redis, stream, last, block_ms)
+        for event in batch:
             last = event.entry_id
             yield event
         if not batch and not follow:
             return
 
 
+class WaitTimeout(TimeoutError):
+    """:func:`wait_for_job`'s timeout passed before the job's final event.
+
+    ``redis_error`` is set when Redis was unreachable at that moment (the latest attempt
+    failed, or none had been answered yet); ``None`` means Redis answered and the job simply
+    had not ended.
+    """
+
+    def __init__(self, job_id: str, timeout: float | None, redis_error: RedisError | None) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.redis_error = redis_error
+        within = f" within {timeout:g}s" if timeout is not None else ""
+        why = f"; Redis unreachable: {redis_error}" if redis_error is not None else ""
+        super().__init__(f"no final event of {job_id}{within}{why}")
+
+
+async def wait_for_job(
+    redis: Redis,
+    keys: Keys,
+    job_id: str,
+    project_id: str | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - it also decides what WaitTimeout says
+    *,
+    enqueue: str | None = None,
+    on_event: Callable[[JobEvent], object] | None = None,
+    on_redis_error: Callable[[RedisError | None], object] | None = None,
+    backoff: Backoff | None = None,
+    block_ms: int = 2000,
+) -> JobEvent:
+    """Follow one job's stream from its first event until its final one, and return that.
+
+    Works whether called before the job is queued, while it is tracked, or after it ended
+    (within the retention period, 24 h by default).  Redis errors that may pass (connection
+    lost, a restart, a failover) are retried with backoff until ``timeout``, resuming after
+    the last event seen, so a restart in the middle loses and repeats nothing.
+
+    :param job_id: the job to wait for.
+    :param project_id: only events of this project count (``None``: any).
+    :param timeout: seconds to wait at most (``None``: no limit); then :class:`WaitTimeout`
+        (one that ends before Redis answered at all counts as Redis unreachable).
+    :param enqueue: an intake message (see :func:`enqueue_job`/:func:`poller.intake.build_message`)
+        to push first, retried like the reads.
+    :param on_event: called with each of the job's events as it is read, the final one too.
+    :param on_redis_error: called with the error when Redis stops answering and with ``None``
+        when it answers again.
+    :param backoff: the retry delays (default: from 0.1 s, doubling, capped at 2 s, jittered).
+    :param block_ms: how long one blocking read waits.
+    :returns: the final event: ``job.status_changed`` to a terminal status, or ``job.abandoned``.
+    :raises WaitTimeout: ``timeout`` passed first (``redis_error`` says whether Redis was down).
+    :raises redis.exceptions.RedisError: an error that retrying cannot fix (e.g. ``WRONGTYPE``).
+    """
+    backoff = backoff if backoff is not None else Backoff(initial=0.1, cap=2.0)
+    stream = keys.job_events(job_id)
+    last = "0-0"
+    error: RedisError | None = None  # of the latest attempt, None once Redis answers
+    answered = False
+
+    def answer() -> None:
+        nonlocal error, answered
+        if error is not None and on_redis_error is not None:
+            on_redis_error(None)
+        error, answered = None, True
+        backoff.succeeded()
+
+    with anyio.move_on_after(math.inf if timeout is None else timeout):
+        while True:
+            try:
+                if enqueue is not None:
+                    await redis.lpush(keys.intake, enqueue)
+                    enqueue = None
+                    answer()
+                batch = await _read_after(redis, stream, last)
+                answer()
+                if not batch:
+                    batch = await _read_new(redis, stream, last, block_ms)
+                    answer()
+            except RedisError as exc:
+                if not is_transient(exc):
+                    raise
+                if error is None and on_redis_error is not None:
+                    on_redis_error(exc)
+                error = exc
+                await anyio.sleep(backoff.failed())
+                continue
+            for event in batch:
+                last = event.entry_id
+                if project_id is not None and event.project_id != project_id:
+                    continue
+                if on_event is not None:
+                    on_event(event)
+                if event.is_final:
+                    return event
+    if error is None and not answered:
+        error = RedisConnectionError("Redis did not answer")
+    raise WaitTimeout(job_id, timeout, error)
+
+
 class ConsumerGroup:
-    """A named consumer in a Redis consumer group over one stream (created if missing)."""
+    """A named consumer in a Redis consumer group over one stream (created if missing).
+
+    :param redis: the client.
+    :param stream: the stream, e.g. ``keys.events`` or ``keys.job_events(job_id)``.
+    :param group: the group's name; consumers of one group share the work.
+    :param consumer: this consumer's name within the group; a restarted consumer with the same
+        name first gets what it had been given but had not acknowledged.
+    :param start: where a group created here starts: ``0-0`` the beginning, ``$`` from now.
+    :param claim_idle_ms: entries another consumer left unacknowledged this long are taken
+        over (it is presumed dead); keep it above the time one event takes to handle.
+    :param claim_interval: how often, in seconds, to look for such entries while following
+        (also once at the start).
+    :param block_ms: how long one blocking read waits.
+    :param count: entries per read.
+    """
 
     def __init__(
         self,
@@ -173,6 +384,7 @@ class ConsumerGroup:
         consumer: str,
         start: str = "0-0",
         claim_idle_ms: int = 60_000,
+        claim_interval: float = 30.0,
         block_ms: int = 2000,
         count: int = 100,
     ) -> None:
@@ -182,6 +394,7 @@ class ConsumerGroup:
         self.consumer = consumer
         self.start = start
         self.claim_idle_ms = claim_idle_ms
+        self.claim_interval = claim_interval
         self.block_ms = block_ms
         self.count = count
 
@@ -207,23 +420,41 @@ class ConsumerGroup:
                 return recovered
 
     async def events(self, *, follow: bool = True) -> AsyncIterator[JobEvent]:
-        """This consumer's pending entries, then others' stale ones, then new ones."""
+        """This consumer's own pending entries, then others' stale ones, then new ones; while
+        following, others' stale entries again every ``claim_interval`` seconds.
+
+        :param follow: keep waiting for new entries; otherwise stop when none are left.
+        """
         await self.ensure()
-        pending = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: "0"}, count=10_000
-        )
-        for entry_id, raw in _entries(pending):
-            if raw:
-                yield JobEvent.from_entry(entry_id, raw)
+        cursor = "0-0"
+        while True:  # what this consumer was given before and never acknowledged
+            pending = _entries(
+                await self.redis.xreadgroup(
+                    self.group, self.consumer, {self.stream: cursor}, count=self.count
+                )
+            )
+            if not pending:
+                break
+            for entry_id, raw in pending:
+                cursor = _text(entry_id)
+                if raw:
+                    yield JobEvent.from_entry(entry_id, raw)
         for event in await self.recover():
             yield event
+        claimed_at = time.monotonic()
         while True:
+            if follow and time.monotonic() - claimed_at >= self.claim_interval:
+                claimed_at = time.monotonic()
+                for event in await self.recover():
+                    yield event
             batch = await self.redis.xreadgroup(
                 self.group,
                 self.consumer,
                 {self.stream: ">"},
                 count=self.count,
-                block=self.block_ms if follow else None,
+                block=min(self.block_ms, max(1, int(self.claim_interval * 1000)))
+                if follow
+                else None,
             )
             for entry_id, raw in _entries(batch):
                 yield JobEvent.from_entry(entry_id, raw)

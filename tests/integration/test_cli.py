@@ -1,28 +1,48 @@
-"""The ``poller`` command as a user runs it: help, configuration errors, enqueue/status/events."""
+"""The ``poller`` command as a user runs it: help, configuration errors, enqueue/status/events,
+``wait``'s exit codes, JSON output, stdin, colour."""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
+import time
 
 import pytest
+import redis
 
-from poller.localredis import LocalRedis
+from poller.intake import Admission
+from poller.localredis import LocalRedis, free_port
+from poller.store import Store
 
-COMMANDS = ["run", "enqueue", "status", "events", "wait", "cancel", "sim", "demo"]
+COMMANDS = ["run", "enqueue", "status", "events", "wait", "cancel", "dead", "sim", "demo"]
+ANSI = "\x1b["
+
+
+def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test runner's environment without POLLER_* and colour settings, plus ``env``."""
+    skip = ("NO_COLOR", "FORCE_COLOR")
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("POLLER_") and k not in skip
+    }
+    full_env.update(env or {})
+    return full_env
 
 
 def poller(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
-    full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "poller", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, check=False,
+        [sys.executable, "-m", "poller", *args], input=stdin,
+        capture_output=True, text=True, env=clean_env(env), timeout=timeout, check=False,
     )  # fmt: skip
+
+
+def redis_env(server: LocalRedis, prefix: str, **extra: str) -> dict[str, str]:
+    return {"POLLER_REDIS_URL": server.url, "POLLER_KEY_PREFIX": prefix,
+            "POLLER_PROJECT_ID": "proj", **extra}  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -112,12 +132,30 @@ def test_a_taken_probe_port_is_one_line_not_a_traceback() -> None:
 @pytest.mark.parametrize(
     "args",
     [["events", "--consumer", "c"], ["events", "--since", "whenever"],
-     ["enqueue", "JOB-1", "--meta", "novalue"], ["wait", "a/b", "--project-id", "p"]],
+     ["events", "--tail", "3", "--since", "0"], ["enqueue", "JOB-1", "--meta", "novalue"],
+     ["enqueue", "-", "-"], ["wait", "a/b", "--project-id", "p"],
+     ["dead", "requeue"], ["dead", "requeue", "--all", "1"]],
 )  # fmt: skip
 def test_usage_mistakes_exit_2_with_one_line(args: list[str]) -> None:
     result = poller(*args, env={"POLLER_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["events", "--tail", "-1"], "--tail"),
+     (["wait", "J", "--project-id", "p", "--timeout", "-1"], "--timeout"),
+     (["wait", "J", "--project-id", "p", "--timeout", "nan"], "--timeout"),
+     (["wait", "J", "--project-id", "p", "--timeout", "0"], "--timeout"),
+     (["wait", "J", "--project-id", "p", "--quiet", "--json"], "--json"),
+     (["dead", "requeue", "x"], "N")],
+)  # fmt: skip
+def test_malformed_arguments_exit_2_naming_the_argument(args: list[str], named: str) -> None:
+    result = poller(*args, env={"POLLER_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: poller ")
+    assert f"argument {named}" in result.stderr.strip().splitlines()[-1]
 
 
 def test_commands_needing_a_project_say_which_setting_is_missing() -> None:
@@ -151,3 +189,168 @@ def test_status_of_a_corrupt_job_is_one_line(redis_server: LocalRedis, prefix: s
     assert result.returncode == 1
     assert result.stderr.startswith("poller: unreadable job state in Redis: proj:JOB-x")
     assert "Traceback" not in result.stderr
+
+
+# --- poller wait: the exit code is the answer ----------------------------------------------
+
+
+def test_wait_exits_4_when_redis_is_unreachable_until_its_timeout() -> None:
+    env = {"POLLER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "POLLER_PROJECT_ID": "p"}
+    started = time.monotonic()
+    result = poller("wait", "JOB-1", "--timeout", "1.5", env=env)
+    assert result.returncode == 4, result.stderr
+    assert time.monotonic() - started >= 1.5  # kept retrying until the timeout, no sooner
+    assert "Redis unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_wait_quiet_prints_nothing_even_when_redis_is_down() -> None:
+    env = {"POLLER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "POLLER_PROJECT_ID": "p"}
+    result = poller("wait", "JOB-1", "--timeout", "0.5", "--quiet", env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (4, "", "")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"POLLER_REDIS_URL": "redis://127.0.0.1:notaport/0"},
+     {"POLLER_REDIS_URL": "http://127.0.0.1:6379"},
+     {"POLLER_CONFIG": "/nonexistent/poller.toml"},
+     {"POLLER_KEY_PREFIX": "has space"},
+     {"POLLER_POLL_INTERVAL": "fast"}],
+)  # fmt: skip
+def test_wait_exits_2_on_a_bad_configuration_with_one_line(env: dict[str, str]) -> None:
+    result = poller("wait", "JOB-1", "--project-id", "p", "--timeout", "5", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("poller: configuration error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_wait_without_a_project_is_a_configuration_error() -> None:
+    result = poller("wait", "JOB-1", "--timeout", "5", env={"POLLER_REDIS_URL": "redis://h:1/0"})
+    assert result.returncode == 2
+    assert "POLLER_PROJECT_ID" in result.stderr
+
+
+# --- JSON output and stdin -------------------------------------------------------------------
+
+
+def test_enqueue_json_prints_one_object_per_queued_job(
+    redis_server: LocalRedis, prefix: str
+) -> None:
+    env = redis_env(redis_server, prefix)
+    result = poller("enqueue", "JOB-1", "JOB-2", "--meta", "change=CHG-1", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["job_id"], d["project_id"]) for d in docs] == [("JOB-1", "proj"), ("JOB-2", "proj")]
+    assert json.loads(docs[0]["message"]) == {"job_id": "JOB-1", "meta": {"change": "CHG-1"}}
+
+
+def test_enqueue_dash_reads_job_ids_from_stdin(redis_server: LocalRedis, prefix: str) -> None:
+    env = redis_env(redis_server, prefix)
+    result = poller("enqueue", "-", "JOB-3", env=env, stdin="JOB-1\n\n  JOB-2  \n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["queued JOB-1", "queued JOB-2", "queued JOB-3"]
+    client = redis.Redis.from_url(redis_server.url)
+    queued = client.lrange(f"{prefix}:jobs", 0, -1)
+    client.close()
+    assert queued[::-1] == [b"JOB-1", b"JOB-2", b"JOB-3"]  # taken from the right: in order
+
+
+def test_enqueue_from_stdin_refuses_a_bad_line_and_queues_nothing(
+    redis_server: LocalRedis, prefix: str
+) -> None:
+    env = redis_env(redis_server, prefix)
+    result = poller("enqueue", "-", env=env, stdin="JOB-1\n../etc\n")
+    assert result.returncode == 2
+    assert "'../etc'" in result.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.llen(f"{prefix}:jobs") == 0
+    client.close()
+    assert poller("enqueue", "-", env=env, stdin="").returncode == 0  # nothing to do is fine
+
+
+async def test_cancel_json_says_what_was_published(store: Store, redis_server: LocalRedis) -> None:
+    now = await store.server_time()
+    assert await store.admit("r1", b"JOB-c", Admission("JOB-c", "proj"), now) == "admitted"
+    env = redis_env(redis_server, store.keys.prefix)
+    result = await _apoller("cancel", "JOB-c", "--who", "alice", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    expected = {"job_id": "JOB-c", "project_id": "proj", "cancelled": True,
+                "event": "job.abandoned", "seq": 1}  # fmt: skip
+    assert json.loads(result.stdout) == expected
+    ((_, fields),) = await store.read_events(job_id="JOB-c")
+    assert (fields["event"], fields["reason"]) == ("job.abandoned", "cancelled_by_operator")
+
+
+async def _apoller(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import anyio
+
+    result = await anyio.run_process(
+        [sys.executable, "-m", "poller", *args], env=clean_env(env), check=False
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+# --- colour: NO_COLOR, FORCE_COLOR -----------------------------------------------------------
+
+
+@pytest.fixture
+def one_event(redis_server: LocalRedis, prefix: str) -> dict[str, str]:
+    """A job stream holding one event whose status is coloured; the env to read it."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.xadd(f"{prefix}:events:JOB-col", {
+        "event": "job.status_changed", "job_id": "JOB-col", "project_id": "proj", "seq": "1",
+        "observed_at": "2026-11-27T00:00:00.000Z", "from_status": "RUNNING",
+        "to_status": "SUCCEEDED", "job_status": "SUCCEEDED", "job_type": "X", "terminal": "true",
+    })  # fmt: skip
+    client.close()
+    return redis_env(redis_server, prefix)
+
+
+@pytest.mark.parametrize(
+    ("colour_env", "coloured"),
+    [({}, False), ({"FORCE_COLOR": "1"}, True), ({"NO_COLOR": "1"}, False),
+     ({"NO_COLOR": "1", "FORCE_COLOR": "1"}, False), ({"NO_COLOR": "", "FORCE_COLOR": "1"}, True)],
+)  # fmt: skip
+@pytest.mark.parametrize("command", [["events", "--job", "JOB-col"], ["wait", "JOB-col"]])
+def test_colour_on_a_pipe_only_when_forced_and_never_with_no_color(
+    one_event: dict[str, str], colour_env: dict[str, str], coloured: bool, command: list[str]
+) -> None:
+    result = poller(*command, env={**one_event, **colour_env})
+    assert result.returncode == 0, result.stderr
+    assert "SUCCEEDED" in result.stdout
+    assert (ANSI in result.stdout) is coloured
+
+
+@pytest.mark.parametrize(("colour_env", "coloured"), [({}, True), ({"NO_COLOR": "1"}, False)])
+def test_colour_on_a_terminal_unless_no_color(
+    one_event: dict[str, str], colour_env: dict[str, str], coloured: bool
+) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "poller", "events", "--job", "JOB-col"],
+            stdout=terminal, stderr=subprocess.PIPE, env=clean_env({**one_event, **colour_env}),
+            timeout=60, check=False,
+        )  # fmt: skip
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    assert proc.returncode == 0, proc.stderr
+    assert b"SUCCEEDED" in shown
+    assert (ANSI.encode() in shown) is coloured

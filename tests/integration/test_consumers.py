@@ -1,29 +1,72 @@
-"""The consumer's side: ``poller wait`` exit codes and timing, consumer groups and recovery."""
+"""The consumer's side: ``poller wait`` exit codes and timing, riding out Redis restarts,
+``poller events`` starting points, consumer groups and recovery, the library helpers."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 
+from poller.backoff import Backoff
 from poller.commands import events as print_events
 from poller.commands import wait
-from poller.consumer import ConsumerGroup, JobEvent, stream_id_since, tail_events
-from poller.localredis import LocalRedis
+from poller.config import Settings
+from poller.consumer import (
+    ConsumerGroup,
+    JobEvent,
+    Keys,
+    WaitTimeout,
+    enqueue_job,
+    keys_from_settings,
+    stream_id_since,
+    tail_events,
+    wait_for_job,
+)
+from poller.localredis import LocalRedis, free_port
 from poller.sim import SimHandle
-from poller.store import Store
+from poller.store import Store, connect
 from tests.integration.harness import (
     PROJECT,
     all_final,
     events_until,
+    eventually,
     fast_settings,
     running_worker,
 )
+
+
+@pytest.fixture(autouse=True)
+def _plain_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output as on a pipe, whatever the environment running the tests says about colour."""
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+class Lines(io.StringIO):
+    """A text stream a test can await: ``await lines.wait_for("text")``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._written = anyio.Event()
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        self._written.set()
+        self._written = anyio.Event()
+        return n
+
+    async def wait_for(self, text: str, within: float = 20.0) -> None:
+        with anyio.fail_after(within):
+            while text not in self.getvalue():
+                await self._written.wait()
 
 
 def ending(final: str, **extra: Any) -> dict[str, Any]:
@@ -55,20 +98,86 @@ async def test_wait_exit_code_follows_the_final_status(
     assert f"→ {final}" in out.getvalue()
 
 
-async def test_wait_exits_2_when_the_job_is_abandoned(
+async def test_wait_exits_3_when_the_job_is_abandoned(
     sim: SimHandle, store: Store, redis_server: LocalRedis, prefix: str
 ) -> None:
     job_id = await sim.create_job(ending("SUCCEEDED", forbidden=True))
     async with running_worker(fast_settings(redis_server.url, prefix, sim.url)):
         await store.enqueue(job_id)
         result = await wait(store, PROJECT, job_id, give_up_after=30, out=io.StringIO())
-    assert result == 2
+    assert result == 3
 
 
 async def test_wait_exits_124_when_its_timeout_passes_first(store: Store) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert await wait(store, PROJECT, "JOB-never", give_up_after=0.3, out=out, err=err) == 124
+    assert out.getvalue() == ""  # stdout is for the answer; the why goes to stderr
+    assert "timed out waiting for JOB-never" in err.getvalue()
+
+
+async def test_wait_quiet_prints_nothing_at_all(store: Store) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = await wait(store, PROJECT, "JOB-never", give_up_after=0.3, quiet=True, out=out, err=err)
+    assert code == 124
+    assert (out.getvalue(), err.getvalue()) == ("", "")
+
+
+async def test_wait_json_prints_only_the_final_event(store: Store) -> None:
+    await _publish_job(store, "JOB-j", ["RUNNING", "FAILED"])
     out = io.StringIO()
-    assert await wait(store, PROJECT, "JOB-never", give_up_after=0.3, out=out) == 124
-    assert "timed out" in out.getvalue()
+    assert await wait(store, PROJECT, "JOB-j", give_up_after=10, as_json=True, out=out) == 1
+    (line,) = out.getvalue().splitlines()
+    final = json.loads(line)
+    assert (final["event"], final["job_id"], final["seq"]) == ("job.status_changed", "JOB-j", "2")
+    assert (final["to_status"], final["terminal"]) == ("FAILED", "true")
+    assert set(final) >= {"id", "observed_at", "project_id"}
+
+
+async def test_wait_exits_4_when_redis_stays_unreachable_until_its_timeout() -> None:
+    down = Store(connect(f"redis://127.0.0.1:{free_port()}/0"), Keys("p"))
+    out, err = io.StringIO(), io.StringIO()
+    started = anyio.current_time()
+    try:
+        code = await wait(down, PROJECT, "JOB-1", give_up_after=1.0, out=out, err=err)
+    finally:
+        await down.redis.aclose()
+    assert code == 4
+    assert anyio.current_time() - started >= 1.0  # it kept trying until the timeout
+    assert "Redis unreachable" in err.getvalue()
+    assert out.getvalue() == ""
+
+
+async def test_wait_rides_out_a_redis_restart_and_sees_the_final_event(
+    own_redis: LocalRedis,
+) -> None:
+    store = Store(connect(own_redis.url), Keys("restart"))
+    writer = Redis.from_url(own_redis.url)
+    out, err = Lines(), Lines()
+    codes: list[int] = []
+    try:
+        await _publish_job(store, "JOB-rs", ["RUNNING"])
+        async with anyio.create_task_group() as tg:
+
+            async def waiter() -> None:
+                backoff = Backoff(initial=0.05, cap=0.2)
+                codes.append(
+                    await wait(store, PROJECT, "JOB-rs", give_up_after=60, out=out, err=err,
+                               backoff=backoff)
+                )  # fmt: skip
+
+            tg.start_soon(waiter)
+            await out.wait_for("#1 ")
+            await anyio.to_thread.run_sync(own_redis.kill)
+            await err.wait_for("Redis unreachable")  # the waiter noticed, and keeps trying
+            await anyio.to_thread.run_sync(own_redis.start)
+            await _publish_job(Store(writer, Keys("restart")), "JOB-rs", ["SUCCEEDED"], seq=2)
+        assert codes == [0]
+        assert "Redis answers again" in err.getvalue()
+        lines = out.getvalue().splitlines()
+        assert [line.split("#")[1].split()[0] for line in lines] == ["1", "2"]  # each once
+    finally:
+        await store.redis.aclose()
+        await writer.aclose()
 
 
 async def test_wait_started_before_tracking_sees_everything(
@@ -140,6 +249,21 @@ async def test_wait_command_enqueues_and_returns_the_exit_code(
         )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert b"ROLLBACKED" in result.stdout
+
+
+async def _publish_job(
+    store: Store, job_id: str, statuses: list[str], *, seq: int = 1, project: str = PROJECT
+) -> None:
+    """Job events as the daemon writes them to the job's stream: one per status, from ``seq``."""
+    previous = ""
+    for n, status in enumerate(statuses, start=seq):
+        await store.redis.xadd(store.keys.job_events(job_id), {
+            "event": "job.status_changed", "job_id": job_id, "project_id": project,
+            "seq": str(n), "observed_at": "2026-11-27T00:00:00.000Z", "from_status": previous,
+            "to_status": status, "job_status": status, "job_type": "PROVISION",
+            "terminal": "true" if status in ("SUCCEEDED", "FAILED") else "false",
+        })  # fmt: skip
+        previous = status
 
 
 async def _publish(store: Store, job_id: str, count: int) -> None:
@@ -227,3 +351,211 @@ def test_since_accepts_ids_epoch_seconds_and_rfc3339() -> None:
     assert stream_id_since("$") == "$"
     with pytest.raises(ValueError, match="--since"):
         stream_id_since("yesterday")
+
+
+async def test_a_following_consumer_takes_over_a_dead_peers_pending_entries(
+    store: Store,
+) -> None:
+    await _publish(store, "JOB-p", 3)
+    dead = ConsumerGroup(store.redis, store.keys.events, group="workers", consumer="a")
+    assert [e.seq for e in await _take(dead.events(follow=False), 3)] == [1, 2, 3]
+    # "a" dies here: seq 1..3 delivered to it, never acknowledged.  "b" is already running
+    # (past its start-up recovery) when they become old enough to take over.
+    await _publish(store, "JOB-p", 1)
+    peer = ConsumerGroup(
+        store.redis, store.keys.events, group="workers", consumer="b",
+        claim_idle_ms=60_000, claim_interval=0.05, block_ms=50,
+    )  # fmt: skip
+    events = peer.events()
+    (first,) = await _take(events, 1)  # the new entry: "a"'s are too fresh to take over yet
+    (newest,) = await store.redis.xrevrange(store.keys.events, count=1)
+    assert first.entry_id == _text(newest[0])
+    pending = await store.redis.xpending_range(store.keys.events, "workers", "-", "+", 10, "a")
+    ids = [p["message_id"] for p in pending]
+    assert len(ids) == 3
+    # "a" silent for two minutes, without waiting two minutes
+    await store.redis.xclaim(store.keys.events, "workers", "a", 0, ids, idle=120_000, justid=True)
+    taken = await _take(events, 3)  # the same iterator, no restart: its periodic claim
+    assert [e.entry_id for e in taken] == [_text(i) for i in ids]
+    for event in [first, *taken]:
+        await peer.ack(event)
+    assert (await store.redis.xpending(store.keys.events, "workers"))["pending"] == 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _blocked_reader(redis: Redis, name: str) -> bool:
+    """True when the client called ``name`` is blocked in a read (it has fixed its start)."""
+    return any(
+        c.get("name") == name and "b" in c.get("flags", "") for c in await redis.client_list()
+    )
+
+
+async def test_events_follow_shows_only_what_is_published_after_it_started(
+    store: Store, redis_server: LocalRedis
+) -> None:
+    await _publish(store, "JOB-history", 2)
+    follower = Redis.from_url(redis_server.url, client_name="events-follow")
+    out = io.StringIO()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: print_events(
+                Store(follower, store.keys), job_id=None, follow=True, as_json=True, count=2,
+                out=out,
+            ))  # fmt: skip
+            await eventually(lambda: _blocked_reader(store.redis, "events-follow"))
+            await _publish(store, "JOB-new", 2)
+    finally:
+        await follower.aclose()
+    assert [json.loads(line)["job_id"] for line in out.getvalue().splitlines()] == [
+        "JOB-new",
+        "JOB-new",
+    ]
+
+
+async def test_events_tail_shows_the_last_n_then_follows(store: Store) -> None:
+    await _publish(store, "JOB-t", 5)
+    out = io.StringIO()
+    await print_events(store, job_id=None, follow=False, as_json=True, tail=2, out=out)
+    assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == ["4", "5"]
+    follow = Lines()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: print_events(
+            store, job_id=None, follow=True, as_json=True, tail=1, count=2, out=follow
+        ))  # fmt: skip
+        await follow.wait_for('"seq": "5"')
+        await _publish(store, "JOB-t2", 1)
+    assert [json.loads(line)["job_id"] for line in follow.getvalue().splitlines()] == [
+        "JOB-t",
+        "JOB-t2",
+    ]
+
+
+async def test_events_without_follow_still_prints_everything_kept(store: Store) -> None:
+    await _publish(store, "JOB-all", 3)
+    out = io.StringIO()
+    await print_events(store, job_id=None, follow=False, as_json=True, out=out)
+    assert len(out.getvalue().splitlines()) == 3
+
+
+class _AppendBetweenReads:
+    """A Redis client that appends one event right after the first blocking read that found
+    nothing: the moment a reader is between two reads."""
+
+    def __init__(self, redis: Redis, store: Store) -> None:
+        self._redis, self._store, self.appended = redis, store, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def xread(self, *args: Any, **kwargs: Any) -> Any:
+        reply = await self._redis.xread(*args, **kwargs)
+        if not reply and not self.appended:
+            self.appended = True
+            await _publish(self._store, "JOB-between", 1)
+        return reply
+
+
+async def test_tail_from_now_misses_nothing_between_its_reads(store: Store) -> None:
+    """``$`` means "after what is there when the tail starts", fixed once: an event appended
+    after a blocking read came back empty and before the next one starts is delivered."""
+    await _publish(store, "JOB-before", 1)
+    redis: Any = _AppendBetweenReads(store.redis, store)
+    (event,) = await _take(tail_events(redis, store.keys, start="$", block_ms=1), 1)
+    assert redis.appended
+    assert event.job_id == "JOB-between"
+
+
+async def test_wait_for_job_returns_the_final_event_of_the_project_asked_for(
+    store: Store,
+) -> None:
+    await _publish_job(store, "JOB-w", ["RUNNING", "SUCCEEDED"], project="other")
+    await _publish_job(store, "JOB-w", ["RUNNING", "FAILED"], seq=3)
+    seen: list[int] = []
+    final = await wait_for_job(
+        store.redis, store.keys, "JOB-w", PROJECT, timeout=10, on_event=lambda e: seen.append(e.seq)
+    )
+    assert (final.seq, final.to_status, final.is_final) == (4, "FAILED", True)
+    assert seen == [3, 4]
+
+
+async def test_wait_for_job_times_out_saying_redis_was_fine(store: Store) -> None:
+    await _publish_job(store, "JOB-slow", ["RUNNING"])
+    with pytest.raises(WaitTimeout) as caught:
+        await wait_for_job(store.redis, store.keys, "JOB-slow", timeout=0.3)
+    assert caught.value.redis_error is None
+
+
+async def test_enqueue_job_then_wait_for_job_through_a_real_worker(
+    sim: SimHandle, store: Store, redis_server: LocalRedis, prefix: str
+) -> None:
+    job_id = await sim.create_job(ending("SUCCEEDED"))
+    async with running_worker(fast_settings(redis_server.url, prefix, sim.url)):
+        message = await enqueue_job(store.redis, store.keys, job_id, meta={"change": "CHG-7"})
+        assert json.loads(message) == {"job_id": job_id, "meta": {"change": "CHG-7"}}
+        async with anyio.create_task_group() as tg:
+            finals: list[JobEvent] = []
+
+            async def waiter() -> None:
+                finals.append(await wait_for_job(store.redis, store.keys, job_id, timeout=30))
+
+            tg.start_soon(waiter)
+            await events_until(store, lambda ev: len(ev) >= 2, job_id=job_id)
+            await sim.advance(1)
+    (final,) = finals
+    assert (final.event, final.to_status, final.meta) == (
+        "job.status_changed",
+        "SUCCEEDED",
+        {"change": "CHG-7"},
+    )
+
+
+async def test_enqueue_job_refuses_an_invalid_message_and_pushes_nothing(store: Store) -> None:
+    with pytest.raises(ValueError, match="invalid job_id"):
+        await enqueue_job(store.redis, store.keys, "../etc")
+    with pytest.raises(ValueError, match="invalid project_id"):
+        await enqueue_job(store.redis, store.keys, "JOB-1", project_id="a/b")
+    assert await store.redis.llen(store.keys.intake) == 0
+    assert await enqueue_job(store.redis, store.keys, "JOB-1") == "JOB-1"
+    assert await store.redis.lrange(store.keys.intake, 0, -1) == [b"JOB-1"]
+
+
+@pytest.mark.usefixtures("_no_poller_env")
+def test_keys_come_from_the_settings_the_daemon_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert keys_from_settings().intake == "poller:jobs"
+    config = tmp_path / "poller.toml"
+    config.write_text('key_prefix = "from-file"\n')
+    monkeypatch.setenv("POLLER_CONFIG", str(config))
+    assert keys_from_settings().intake == "from-file:jobs"
+    monkeypatch.setenv("POLLER_KEY_PREFIX", "{team-a}")  # the environment wins, as in the daemon
+    assert keys_from_settings().events == "{team-a}:events"
+    assert keys_from_settings(Settings(key_prefix="x")).intake == "x:jobs"
+
+
+@pytest.fixture
+def _no_poller_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("POLLER_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("_no_poller_env")
+async def test_the_readmes_python_example_works(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("```python\nimport asyncio\n")
+    code = readme[start + len("```python\n") : readme.index("```", start + 10)]
+    assert "asyncio.run(main())" in code
+    namespace: dict[str, Any] = {}
+    exec(compile(code.replace("asyncio.run(main())", ""), "README.md", "exec"), namespace)  # noqa: S102
+    monkeypatch.setenv("POLLER_KEY_PREFIX", store.keys.prefix)
+    await _publish_job(store, "JOB-readme", ["RUNNING", "SUCCEEDED"])
+    assert await namespace["deploy_and_wait"](store.redis, "JOB-readme") == "SUCCEEDED"
+    assert json.loads(await store.redis.rpop(store.keys.intake)) == {
+        "job_id": "JOB-readme",
+        "meta": {"change": "CHG-42"},
+    }
