@@ -7,6 +7,7 @@ one line naming the variable, so ``poller`` can print it and exit 2 before doing
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -19,6 +20,11 @@ from urllib.parse import urlsplit
 from poller.ids import is_valid_id
 
 ENV_PREFIX: Final = "POLLER_"
+#: Where ECS and CCE nodes serve their metadata, temporary credentials included.
+DEFAULT_METADATA_ENDPOINT: Final = "http://169.254.169.254"
+#: ``POLLER_CREDENTIALS`` values: empty (the other authentication settings decide) or
+#: ``metadata`` (temporary AK/SK from the metadata service of the server the daemon runs on).
+CREDENTIAL_SOURCES: Final = ("", "metadata")
 
 
 class ConfigError(ValueError):
@@ -60,16 +66,25 @@ class Settings:
     api_endpoint: str = ""
     region: str = ""
     project_id: str = ""
-    # authentication: exactly one method (token, token file, AK/SK or IAM) when polling
+    # authentication: exactly one method (token, token file, AK/SK, IAM or the metadata
+    # service) when polling
     auth_token: Secret | None = None
     auth_token_file: str = ""
     access_key: Secret | None = None
     secret_key: Secret | None = None
+    # with AK/SK: the security token of temporary credentials (sent as X-Security-Token)
+    security_token: Secret | None = None
     iam_endpoint: str = ""
     iam_user: str = ""
     iam_password: Secret | None = None
     iam_domain: str = ""
+    # "metadata": temporary AK/SK/security token from the metadata service, renewed ahead
+    credentials: str = ""
+    metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
     ca_bundle: str = ""
+    # plain http:// to a host that is not loopback sends credentials in clear text: refused
+    # unless this is set
+    allow_insecure_http: bool = False
     # polling policy
     poll_interval: float = 2.0
     poll_interval_max: float = 30.0
@@ -115,8 +130,12 @@ class Settings:
             methods.append("POLLER_AUTH_TOKEN_FILE")
         if self.access_key is not None or self.secret_key is not None:
             methods.append("POLLER_ACCESS_KEY/POLLER_SECRET_KEY")
+        elif self.security_token is not None:
+            methods.append("POLLER_SECURITY_TOKEN")
         if self.iam_user or self.iam_password is not None:
             methods.append("POLLER_IAM_USER/POLLER_IAM_PASSWORD")
+        if self.credentials == "metadata":
+            methods.append("POLLER_CREDENTIALS=metadata")
         return methods
 
     def require_polling(self) -> None:
@@ -129,8 +148,9 @@ class Settings:
         if not methods:
             raise ConfigError(
                 "POLLER_AUTH_TOKEN: no authentication configured; set one of POLLER_AUTH_TOKEN, "
-                "POLLER_AUTH_TOKEN_FILE, POLLER_ACCESS_KEY+POLLER_SECRET_KEY or "
-                "POLLER_IAM_USER+POLLER_IAM_PASSWORD"
+                "POLLER_AUTH_TOKEN_FILE, POLLER_ACCESS_KEY+POLLER_SECRET_KEY "
+                "(+POLLER_SECURITY_TOKEN), POLLER_IAM_USER+POLLER_IAM_PASSWORD or "
+                "POLLER_CREDENTIALS=metadata"
             )
         if len(methods) > 1:
             raise ConfigError(
@@ -140,6 +160,11 @@ class Settings:
         if (self.access_key is None) != (self.secret_key is None):
             raise ConfigError(
                 "POLLER_SECRET_KEY: POLLER_ACCESS_KEY and POLLER_SECRET_KEY go together"
+            )
+        if self.security_token is not None and self.access_key is None:
+            raise ConfigError(
+                "POLLER_SECURITY_TOKEN: goes with the temporary POLLER_ACCESS_KEY and "
+                "POLLER_SECRET_KEY it was issued with"
             )
         if self.iam_user or self.iam_password is not None:
             for name, value in (
@@ -151,6 +176,8 @@ class Settings:
                     raise ConfigError(f"{name}: required with IAM password authentication")
             if self.iam_password is None:
                 raise ConfigError("POLLER_IAM_PASSWORD: required with IAM password authentication")
+        if self.credentials == "metadata" and not self.metadata_endpoint:
+            raise ConfigError("POLLER_METADATA_ENDPOINT: required with POLLER_CREDENTIALS=metadata")
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -182,6 +209,21 @@ def _as_int(name: str, raw: Any) -> int:
     return value
 
 
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off", ""})
+
+
+def _as_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+
 def _as_secret(name: str, raw: Any) -> Secret:
     value = _as_str(name, raw)
     if not value:
@@ -195,9 +237,10 @@ _FLOATS = {
     "seq_memory", "shutdown_grace",
 }  # fmt: skip
 _INTS = {"page_size", "concurrency", "claim_batch", "events_maxlen", "http_port"}
-_SECRETS = {"auth_token", "access_key", "secret_key", "iam_password"}
+_BOOLS = {"allow_insecure_http"}
+_SECRETS = {"auth_token", "access_key", "secret_key", "security_token", "iam_password"}
 # secrets that may also come from a file: POLLER_SECRET_KEY_FILE etc.
-_SECRET_FILES = {"access_key", "secret_key", "iam_password"}
+_SECRET_FILES = {"access_key", "secret_key", "security_token", "iam_password"}
 _FIELDS = {f.name for f in dataclasses.fields(Settings)}
 
 
@@ -213,6 +256,8 @@ def _convert(key: str, name: str, raw: Any) -> Any:
         return _as_float(name, raw)
     if key in _INTS:
         return _as_int(name, raw)
+    if key in _BOOLS:
+        return _as_bool(name, raw)
     if key in _SECRETS:
         return _as_secret(name, raw)
     return _as_str(name, raw)
@@ -267,6 +312,44 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1: traffic that never leaves the machine."""
+    host = host.lower().rstrip(".")
+    address = _ip(host)
+    return host == "localhost" if address is None else address.is_loopback
+
+
+def _is_link_local_host(host: str) -> bool:
+    """True for 169.254.0.0/16 and fe80::/10, where the metadata service answers."""
+    address = _ip(host.lower())
+    return address is not None and address.is_link_local
+
+
+def _check_cleartext(name: str, url: str, *, link_local_ok: bool = False) -> None:
+    """Refuse ``http://`` to anything but loopback (and, for the metadata service, link-local
+    addresses, which never leave the host's network segment)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return
+    host = parts.hostname or ""
+    if is_loopback_host(host) or (link_local_ok and _is_link_local_host(host)):
+        return
+    raise ConfigError(
+        f"{name}: http:// sends credentials in clear text; use https:// or set "
+        "POLLER_ALLOW_INSECURE_HTTP=true"
+    )
+
+
 def _validate(s: Settings) -> None:
     parts = urlsplit(s.redis_url)
     _check(
@@ -280,13 +363,20 @@ def _validate(s: Settings) -> None:
     for name, url in (
         ("POLLER_API_ENDPOINT", s.api_endpoint),
         ("POLLER_IAM_ENDPOINT", s.iam_endpoint),
+        ("POLLER_METADATA_ENDPOINT", s.metadata_endpoint),
     ):
         if url:
             p = urlsplit(url)
             _check(
-                p.scheme in ("http", "https") and bool(p.netloc),
+                p.scheme in ("http", "https") and bool(p.hostname),
                 f"{name}: expected an http(s):// URL, got {url!r}",
             )
+            if not s.allow_insecure_http:
+                _check_cleartext(name, url, link_local_ok=name == "POLLER_METADATA_ENDPOINT")
+    _check(
+        s.credentials in CREDENTIAL_SOURCES,
+        f"POLLER_CREDENTIALS: expected metadata (or empty), got {s.credentials!r}",
+    )
     if s.project_id:
         _check(
             is_valid_id(s.project_id),

@@ -30,6 +30,10 @@ SDK behaviours reproduced on purpose (they are part of what a verifier recompute
   a header spelled exactly ``Content-Type`` is present and starts with neither
   ``application/json`` nor ``application/bson``, the SDK adds ``X-Sdk-Content-Sha256:
   UNSIGNED-PAYLOAD`` (the check is case-sensitive on the header name, as in the SDK).
+* Temporary credentials: the SDK's ``Credentials.sign_request`` puts the security token into
+  the request's headers as ``X-Security-Token`` *before* signing, so it is a signed header like
+  any other (``x-security-token`` in ``SignedHeaders``); ``sign_request(security_token=...)``
+  does the same.
 
 This module never puts a secret key into an exception message, a ``repr`` or a result.
 """
@@ -53,11 +57,13 @@ __all__ = [
     "CONTENT_SHA256_HEADER",
     "DATE_HEADER",
     "DEFAULT_MAX_SKEW_SECONDS",
+    "SECURITY_TOKEN_HEADER",
     "UNSIGNED_PAYLOAD",
     "SignedRequest",
     "SigningError",
     "VerifyReason",
     "VerifyResult",
+    "authorization_access_key",
     "canonical_query_string",
     "canonical_uri",
     "parse_query",
@@ -70,6 +76,7 @@ DATE_HEADER: Final = "X-Sdk-Date"
 HOST_HEADER: Final = "Host"
 AUTHORIZATION_HEADER: Final = "Authorization"
 CONTENT_SHA256_HEADER: Final = "X-Sdk-Content-Sha256"
+SECURITY_TOKEN_HEADER: Final = "X-Security-Token"  # noqa: S105  (a header name)
 UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
 DEFAULT_MAX_SKEW_SECONDS: Final = 900.0
 
@@ -92,8 +99,9 @@ class SignedRequest:
     """What to send: the URL (query in canonical form) plus the headers to add.
 
     ``headers`` holds only headers the signer adds: always ``X-Sdk-Date`` and
-    ``Authorization``, ``Host`` when the caller's headers had none, and
-    ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD`` when the SDK's ``Content-Type`` rule applies.
+    ``Authorization``, ``Host`` when the caller's headers had none,
+    ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD`` when the SDK's ``Content-Type`` rule applies, and
+    ``X-Security-Token`` when signing with temporary credentials.
     Send every one of them, together with every caller header, unchanged.
     """
 
@@ -253,6 +261,7 @@ def sign_request(
     access_key: str,
     secret_key: str,
     now: datetime,
+    security_token: str | None = None,
 ) -> SignedRequest:
     """Sign a request the way ``huaweicloudsdkcore``'s ``Signer.sign`` does, byte for byte.
 
@@ -261,6 +270,8 @@ def sign_request(
     those whose name contains ``_``, so pass exactly what goes on the wire and do not let the
     HTTP client rewrite them.  They must not already hold ``Authorization`` or ``X-Sdk-Date``
     (``now``, timezone-aware, gives the date) and must not repeat a name case-insensitively.
+    ``security_token`` (temporary credentials) is sent and signed as ``X-Security-Token``, as
+    the SDK's credentials do; the caller's headers must not hold that header then.
 
     Returns the URL to send (same scheme, authority and path; query in the canonical order and
     encoding, exactly as the SDK sends it) and the headers to add.  Raises :class:`SigningError`
@@ -273,6 +284,10 @@ def sign_request(
     if _BAD_ACCESS_KEY_RE.search(access_key):
         raise SigningError("access key contains whitespace, ',', '=' or control characters")
     secret = _secret_bytes(secret_key)
+    if security_token is not None and (
+        not security_token or any(c in security_token for c in "\r\n\x00")
+    ):
+        raise SigningError("the security token is empty or holds a line break or NUL")
 
     scheme, netloc, path, raw_query = _split_target(url)
     if scheme.lower() not in ("http", "https") or not netloc:
@@ -287,11 +302,16 @@ def sign_request(
         if low in lowered:
             raise SigningError(f"header {name!r} is given more than once (case-insensitively)")
         lowered[low] = name
-    for reserved in (AUTHORIZATION_HEADER, DATE_HEADER):
+    reserved_names: tuple[str, ...] = (AUTHORIZATION_HEADER, DATE_HEADER)
+    if security_token is not None:
+        reserved_names += (SECURITY_TOKEN_HEADER,)
+    for reserved in reserved_names:
         if reserved.lower() in lowered:
             raise SigningError(f"header {reserved!r} is set by the signer, do not pass it")
 
     added: dict[str, str] = {}
+    if security_token is not None:
+        added[SECURITY_TOKEN_HEADER] = security_token
     # SDK: ``request.header_params.get("Content-Type")`` -- an exact-case lookup (done by hand
     # so that a case-insensitive mapping behaves like the SDK's plain dict).
     content_type = next((v for k, v in headers.items() if k == "Content-Type"), None)
@@ -387,6 +407,12 @@ def _parse_authorization(value: str) -> _Authorization | VerifyResult:
     return _Authorization(access_key, signed, signature)
 
 
+def authorization_access_key(value: str) -> str | None:
+    """The AK named by an ``Authorization: SDK-HMAC-SHA256 Access=...`` value, if well formed."""
+    parsed = _parse_authorization(value)
+    return parsed.access_key if isinstance(parsed, _Authorization) else None
+
+
 def verify_request(
     *,
     method: str,
@@ -397,6 +423,7 @@ def verify_request(
     now: datetime,
     max_skew: float = DEFAULT_MAX_SKEW_SECONDS,
     allow_unsigned_payload: bool = False,
+    required_signed: Sequence[str] = (),
 ) -> VerifyResult:
     """Check an ``SDK-HMAC-SHA256`` signed request as the API gateway would.
 
@@ -407,8 +434,9 @@ def verify_request(
     key, or ``None`` when unknown.  ``now`` (timezone-aware) is compared with ``X-Sdk-Date``;
     more than ``max_skew`` seconds either way is rejected.
 
-    Requires ``host`` and ``x-sdk-date`` among the signed headers, every signed header present
-    exactly once, and, for a non-empty body, a payload hash that covers it: an
+    Requires ``host``, ``x-sdk-date`` and the lower-case names in ``required_signed`` (e.g.
+    ``x-security-token`` for temporary credentials) among the signed headers, every signed
+    header present exactly once, and, for a non-empty body, a payload hash that covers it: an
     ``X-Sdk-Content-Sha256`` value must equal the body's SHA-256, and ``UNSIGNED-PAYLOAD`` is
     only accepted with ``allow_unsigned_payload``.  The signature is compared in constant time.
 
@@ -432,7 +460,7 @@ def verify_request(
         return parsed
     access_key = parsed.access_key
 
-    for required in _REQUIRED_SIGNED:
+    for required in (*_REQUIRED_SIGNED, *required_signed):
         if required not in parsed.signed_headers:
             return VerifyResult(
                 VerifyReason.REQUIRED_HEADER_NOT_SIGNED,

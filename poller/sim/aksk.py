@@ -6,23 +6,30 @@ with their own wall clock, and the emulator's clock may be manual (frozen at som
 up, so checking the date against it would reject every honest request; and a lock measured on a
 manual clock would never lift unless a test moved the clock.  The daemon's global back-off after
 a 401 is wall time too, so a short ``lock_seconds`` in a test behaves as it would in production.
+
+Temporary credentials (issued by the emulated metadata service, :mod:`poller.sim.metadata`) are
+judged here too: such an AK is accepted only with its own ``X-Security-Token``, signed (as the
+official SDK signs it), and only before the credential expires (wall time).
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 
 from poller.servicestage.signing import (
     ALGORITHM,
     DEFAULT_MAX_SKEW_SECONDS,
+    SECURITY_TOKEN_HEADER,
     VerifyReason,
     VerifyResult,
+    authorization_access_key,
     verify_request,
 )
 from poller.sim.auth import ACCEPTED, Verdict
@@ -41,6 +48,9 @@ SIGNATURE_FAIL: Final = "verify aksk signature fail"
 AK_NOT_FOUND: Final = "ak not found"
 DATE_EXPIRED: Final = "X-Sdk-Date expired"
 LOCKED: Final = "ak locked after too many signature failures"
+TOKEN_MISSING: Final = "security token missing for a temporary access key"  # noqa: S105
+TOKEN_MISMATCH: Final = "security token does not match the access key"  # noqa: S105
+TOKEN_EXPIRED: Final = "security token expired"  # noqa: S105
 
 #: Failures that count towards the lockout: the key is known and the date fresh, but the
 #: signature (or the body hash it covers) is wrong -- a wrong secret or a tampered request.
@@ -56,6 +66,24 @@ async def read_body(request: web.Request) -> None:
     """Read the request body (if any) into ``request[REQUEST_BODY]`` for the verifier."""
     if request.body_exists:
         request[REQUEST_BODY] = await request.read()
+
+
+@dataclass(frozen=True, slots=True)
+class TemporaryKey:
+    """What the verifier needs of a temporary credential."""
+
+    secret_key: str
+    security_token: str
+    expires_at: float
+
+
+class TemporaryKeys(Protocol):
+    """Where temporary AKs are looked up (the emulated metadata service's credentials)."""
+
+    def lookup(self, access_key: str) -> TemporaryKey | None:
+        """The temporary credential issued with ``access_key``, expired or not; ``None`` if
+        this AK was never issued (or is long forgotten)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -77,15 +105,23 @@ class AkSkAuthenticator:
     ``observe`` is told each outcome: ``"accepted"``, ``"rejected"`` (any other rejection),
     ``"signature_failure"``, ``"locked"`` (an AK has just been locked) and
     ``"locked_rejection"``.  No secret ever reaches a verdict or ``observe``.
+
+    ``temporary`` adds temporary AKs: one is accepted only with its ``X-Security-Token`` (a
+    signed header) and before it expires; otherwise ``security token missing``, ``... does not
+    match`` or ``... expired`` (not counted towards the lockout: the signature was not judged).
+    With ``abstain_unknown`` an AK that is neither configured nor temporary is left to other
+    authenticators instead of rejected as ``ak not found``.
     """
 
     __slots__ = (
+        "_abstain_unknown",
         "_keys",
         "_lock_seconds",
         "_max_failures",
         "_max_skew",
         "_observe",
         "_state",
+        "_temporary",
         "_wall_clock",
     )
 
@@ -98,6 +134,8 @@ class AkSkAuthenticator:
         max_skew: float = DEFAULT_MAX_SKEW_SECONDS,
         wall_clock: Callable[[], float] = time.time,
         observe: Callable[[str], None] = _ignore,
+        temporary: TemporaryKeys | None = None,
+        abstain_unknown: bool = False,
     ) -> None:
         if max_failures < 0:
             raise ValueError(f"max_failures must be 0 or more, got {max_failures}")
@@ -108,6 +146,8 @@ class AkSkAuthenticator:
         self._wall_clock = wall_clock
         self._observe = observe
         self._state: dict[str, _KeyState] = {}
+        self._temporary = temporary
+        self._abstain_unknown = abstain_unknown
 
     def __repr__(self) -> str:
         return f"AkSkAuthenticator(access_keys={sorted(self._keys)!r})"
@@ -119,19 +159,49 @@ class AkSkAuthenticator:
 
     def verify(self, request: web.BaseRequest) -> Verdict | None:
         """Check the signature; abstain when the request has no ``Authorization`` header."""
-        if "Authorization" not in request.headers:
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
             return None
         now = self._wall_clock()
+        access_key = authorization_access_key(authorization)
+        temporary = (
+            self._temporary.lookup(access_key)
+            if self._temporary is not None and access_key is not None
+            else None
+        )
+        lookup_secret: Callable[[str], str | None] = self._keys.get
+        if temporary is not None:
+            rejection = self._check_token(
+                temporary, request.headers.get(SECURITY_TOKEN_HEADER), now
+            )
+            if rejection is not None:
+                self._observe("rejected")
+                return rejection
+            lookup_secret = {access_key: temporary.secret_key}.get
+        elif self._abstain_unknown and access_key not in self._keys:
+            return None
         result = verify_request(
             method=request.method,
             url=request.raw_path,
             headers=request.headers,
             body=request.get(REQUEST_BODY, b""),
-            lookup_secret=self._keys.get,
+            lookup_secret=lookup_secret,
             now=datetime.fromtimestamp(now, UTC),
             max_skew=self._max_skew,
+            required_signed=(SECURITY_TOKEN_HEADER.lower(),) if temporary is not None else (),
         )
         return self._judge(result, now)
+
+    @staticmethod
+    def _check_token(key: TemporaryKey, sent: str | None, now: float) -> Verdict | None:
+        """The rejection of a temporary AK's security token, or ``None`` when it is good."""
+        if sent is None:
+            return Verdict(accepted=False, detail=TOKEN_MISSING)
+        if not hmac.compare_digest(_bytes(sent.strip()), _bytes(key.security_token)):
+            return Verdict(accepted=False, detail=TOKEN_MISMATCH)
+        if now >= key.expires_at:
+            return Verdict(accepted=False, detail=TOKEN_EXPIRED)
+        return None
 
     def _judge(self, result: VerifyResult, now: float) -> Verdict:
         access_key = result.access_key
@@ -198,6 +268,10 @@ class AkSkAuthenticator:
         )
         self._state.clear()
         return was_locked
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _detail(result: VerifyResult) -> str:

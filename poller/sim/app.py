@@ -27,6 +27,7 @@ from poller.sim.faults import (
     choose_latency,
 )
 from poller.sim.iam import add_iam_routes
+from poller.sim.metadata import add_metadata
 from poller.sim.model import Visibility, visibility
 from poller.sim.render import error_body
 from poller.sim.state import STATE, PageKey, SimState
@@ -58,7 +59,8 @@ def create_app(
     wall_clock: Callable[[], float] | None = None,
 ) -> web.Application:
     """An aiohttp application emulating ServiceStage's job-details API plus the ``/_sim`` admin API
-    (and IAM's ``POST /v3/auth/tokens`` when ``config`` has IAM users).
+    (and IAM's ``POST /v3/auth/tokens`` when ``config`` has IAM users, the metadata service's
+    ``GET /openstack/latest/securitykey`` when it sets ``temporary_credentials_ttl``).
 
     ``clock`` returns epoch seconds for job timelines (default :func:`time.time`); the configured
     jobs are created at the moment this function runs.  ``wall_clock`` (default
@@ -70,6 +72,8 @@ def create_app(
     app.router.add_get(JOB_DETAILS_PATH, get_job_details)
     if config.iam_users:
         add_iam_routes(app.router)
+    if config.temporary_credentials_ttl is not None:
+        add_metadata(app)
     add_admin_routes(app.router)
     app.on_response_prepare.append(_ensure_request_id)
     return app

@@ -21,6 +21,7 @@ from poller.sim.credentials import (
 from poller.sim.faults import FAULT_KINDS, FaultConfig, faults_to_dict, parse_faults
 from poller.sim.generator import generate
 from poller.sim.hostile import QUIRKS, parse_quirks
+from poller.sim.metadata import SECURITY_KEY_PATH
 from poller.sim.scenario import Scenario, example_scenario_path, load_scenario, scenario_to_dict
 from poller.sim.server import SimHandle, serve_forever
 
@@ -43,11 +44,18 @@ examples:
                                                   and then a body nested 5000 levels deep
   poller sim --example --iam-user bot:pw@acme --iam-token-lifetime 60
                                                   IAM tokens from POST /v3/auth/tokens
+  poller sim --example --temporary-credentials-ttl 600
+                                                  a metadata service handing out temporary
+                                                  AK/SK + security token, each living 10 min
 
 auth: X-Auth-Token (--token, or a token issued by POST /v3/auth/tokens for an --iam-user),
-or SDK-HMAC-SHA256 signing with an --access-key.  Signature dates, AK locks (after more than
-5 bad signatures in a row) and token expiry follow the wall clock, not --manual-clock or
---time-scale.  Secrets given here are never printed (but are visible to ps: local use only).
+or SDK-HMAC-SHA256 signing with an --access-key, or with the temporary AK/SK that
+GET /openstack/latest/securitykey hands out (--temporary-credentials-ttl; the request must carry
+its X-Security-Token, signed, before it expires; a new credential is handed out once the
+current one has used half its lifetime).  Signature dates, AK locks (after more than 5 bad
+signatures in a row) and token and credential expiry follow the wall clock, not
+--manual-clock or --time-scale.  Secrets given here are never printed (but are visible to ps:
+local use only).
 
 admin API (no auth, never faulted):
   POST /_sim/jobs            create a job from a job spec (201; 409 if the ID exists)
@@ -58,6 +66,9 @@ admin API (no auth, never faulted):
   GET  /_sim/auth            access key IDs, lock state, IAM users, live tokens (no secrets)
   POST /_sim/iam/revoke      refuse every IAM token issued so far (as after a password change)
   POST /_sim/aksk/unlock     lift AK locks and reset failure counts
+  GET  /_sim/metadata        metadata service counters and live temporary AKs (no secrets)
+  POST /_sim/metadata        {"rotate": true}, {"available": false}, {"agency": false},
+                             {"token_required": true}
 """
 
 
@@ -144,6 +155,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"how long an AK stays locked after too many bad signatures "
         f"(default: {DEFAULT_AKSK_LOCK_SECONDS:g})",
+    )
+    creds.add_argument(
+        "--temporary-credentials-ttl",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="serve GET /openstack/latest/securitykey (the ECS metadata service) with temporary "
+        "AK/SK and security token living SECONDS each (default: no metadata service)",
+    )
+    creds.add_argument(
+        "--metadata-token-required",
+        action="store_true",
+        help="the metadata service answers only with a session token "
+        "(PUT /meta-data/latest/api/token, then X-Metadata-Token)",
     )
     jobs = parser.add_argument_group("jobs")
     source = jobs.add_mutually_exclusive_group()
@@ -243,6 +267,11 @@ def _credentials_note(handle: SimHandle) -> str:
     if config.iam_users:
         users = ",".join(user.label for user in config.iam_users)
         note += f" iam_users={users} iam={handle.iam_url}/v3/auth/tokens"
+    if config.temporary_credentials_ttl is not None:
+        note += (
+            f" metadata={handle.url}{SECURITY_KEY_PATH}"
+            f" temporary_credentials_ttl={config.temporary_credentials_ttl:g}"
+        )
     return note
 
 
@@ -298,6 +327,8 @@ def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:
         iam_token_lifetime=lifetime or DEFAULT_IAM_TOKEN_LIFETIME,
         aksk_lock_seconds=DEFAULT_AKSK_LOCK_SECONDS if lock is None else lock,
         hostile=args.hostile or (),
+        temporary_credentials_ttl=args.temporary_credentials_ttl,
+        metadata_token_required=args.metadata_token_required,
     )
 
 

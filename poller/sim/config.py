@@ -43,6 +43,10 @@ class SimConfig:
     - ``iam_users``: users that may obtain tokens from ``POST /v3/auth/tokens`` (served only
       when there are some); the tokens live ``iam_token_lifetime`` seconds of wall time and are
       accepted as ``X-Auth-Token`` by the job API.
+    - ``temporary_credentials_ttl``: serve the metadata service's temporary AK/SK/security
+      token (``GET /openstack/latest/securitykey``, see :mod:`poller.sim.metadata`), each
+      credential living this many seconds of wall time; ``None``: no metadata service.
+      ``metadata_token_required``: it answers only requests with a session token.
     - ``faults``: fault injection at start (the admin API can replace it).
     - ``hostile``: kinds of awkward data (:mod:`poller.sim.hostile`) every job's answers carry,
       on top of those its own spec names.
@@ -65,6 +69,8 @@ class SimConfig:
     aksk_lock_seconds: float = DEFAULT_AKSK_LOCK_SECONDS
     aksk_max_failures: int = DEFAULT_AKSK_MAX_FAILURES
     hostile: tuple[str, ...] = ()
+    temporary_credentials_ttl: float | None = None
+    metadata_token_required: bool = False
 
     def __post_init__(self) -> None:
         if self.page_cap < 1:
@@ -78,6 +84,10 @@ class SimConfig:
         if self.aksk_max_failures < 0:
             raise ValueError(f"aksk_max_failures must be 0 or more, got {self.aksk_max_failures}")
         object.__setattr__(self, "hostile", parse_quirks(self.hostile))
+        if self.temporary_credentials_ttl is not None:
+            check_seconds(
+                self.temporary_credentials_ttl, "temporary_credentials_ttl", positive=True
+            )
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -125,4 +135,6 @@ def config_from_scenario(scenario: Scenario, base: SimConfig | None = None) -> S
         aksk_lock_seconds=lock,
         aksk_max_failures=start.aksk_max_failures,
         hostile=start.hostile,
+        temporary_credentials_ttl=start.temporary_credentials_ttl,
+        metadata_token_required=start.metadata_token_required,
     )

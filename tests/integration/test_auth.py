@@ -1,7 +1,9 @@
-"""Authentication end to end against the emulator: token file rotation, AK/SK, IAM tokens."""
+"""Authentication end to end against the emulator: token file rotation, AK/SK, IAM tokens,
+temporary credentials (a static security token, and the metadata service's, renewed)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -209,7 +211,7 @@ async def test_many_polls_needing_a_token_at_once_make_one_iam_request(
 STATIC_TOKEN = "static-token-Zq8v1r0-do-not-log"
 
 
-@pytest.mark.parametrize("method", ["token", "token_file", "aksk", "iam"])
+@pytest.mark.parametrize("method", ["token", "token_file", "aksk", "iam", "temporary", "metadata"])
 async def test_no_secret_appears_in_any_log_line_or_event(
     redis_server: LocalRedis, prefix: str, store: Store, tmp_path: Path, method: str
 ) -> None:
@@ -220,11 +222,14 @@ async def test_no_secret_appears_in_any_log_line_or_event(
     import anyio
 
     from poller.sim import IamUser
+    from poller.sim.metadata import METADATA
 
     config = SimConfig(
         project_id=PROJECT, authenticators=(token_auth([STATIC_TOKEN]),),
         access_keys={"AKTEST": SECRET_KEY}, iam_token_lifetime=1.0,
         iam_users=(IamUser("svc-poller", IAM_PASSWORD, "acme"),),
+        # metadata: renewed during the run; temporary: one credential that outlives the run
+        temporary_credentials_ttl=4.0 if method == "metadata" else 120.0,
     )  # fmt: skip
     token_file = tmp_path / "token"
     token_file.write_text(STATIC_TOKEN)
@@ -242,6 +247,8 @@ async def test_no_secret_appears_in_any_log_line_or_event(
             "aksk": {"POLLER_ACCESS_KEY": "AKTEST", "POLLER_SECRET_KEY": SECRET_KEY},
             "iam": {"POLLER_IAM_ENDPOINT": sim.iam_url, "POLLER_IAM_USER": "svc-poller",
                     "POLLER_IAM_PASSWORD": IAM_PASSWORD, "POLLER_IAM_DOMAIN": "acme"},
+            "temporary": _temporary_env(sim),
+            "metadata": {"POLLER_CREDENTIALS": "metadata", "POLLER_METADATA_ENDPOINT": sim.url},
         }[method])  # fmt: skip
         ids = [await sim.create_job(quick_job(2.0, 1.0)) for _ in range(3)]
         log = tmp_path / "daemon.log"
@@ -254,6 +261,8 @@ async def test_no_secret_appears_in_any_log_line_or_event(
                 await events_until(store, all_final(ids))
                 if method == "iam":  # jobs age from creation, so a slow start leaves little run
                     await eventually(lambda: len(sim.state.iam_tokens.issued()) >= 2)
+                if method == "metadata":  # renewed at least once (4 s credentials)
+                    await eventually(lambda: sim.app[METADATA].credentials_served >= 2)
                 proc.send_signal(signal.SIGTERM)
                 with anyio.fail_after(15):
                     assert await proc.wait() == 0
@@ -261,6 +270,11 @@ async def test_no_secret_appears_in_any_log_line_or_event(
                 if proc.returncode is None:
                     proc.kill()
         issued = sim.state.iam_tokens.issued()
+        service = sim.app[METADATA]
+        temporary = [(c.secret_key, c.security_token) for c in service.credentials.issued()]
+        issued += [secret for pair in temporary for secret in pair]
+        issued += list(service.session_tokens)
+        stats = await sim.stats()
     secrets = [STATIC_TOKEN, SECRET_KEY, IAM_PASSWORD, *issued]
     text = log.read_text()
     assert len(text.splitlines()) > 10
@@ -269,7 +283,23 @@ async def test_no_secret_appears_in_any_log_line_or_event(
     stream = str(await store.redis.xrange(store.keys.events))
     assert [s for s in secrets if s in stream] == []
     if method == "iam":
-        assert len(issued) >= 2  # tokens were really obtained (and renewed) during the run
+        assert len(sim.state.iam_tokens.issued()) >= 2  # obtained and renewed during the run
+    if method in ("temporary", "metadata"):
+        assert stats["by_aksk"]["accepted"] >= 3  # polls were signed with temporary keys
+        # temporary: the daemon signed with what it was given and never asked for more
+        assert service.credentials_served >= 2 or method == "temporary"
+        assert service.credentials_served == 0 or method == "metadata"
+        assert "X-Security-Token" not in text
+        assert stats["by_status"].get("401", 0) == 0  # renewed before expiry, never refused
+
+
+def _temporary_env(sim: SimHandle) -> dict[str, str]:
+    """Temporary AK/SK with their security token, as an operator would paste them."""
+    from poller.sim.metadata import METADATA
+
+    credential = sim.app[METADATA].credentials.current()
+    return {"POLLER_ACCESS_KEY": credential.access_key, "POLLER_SECRET_KEY": credential.secret_key,
+            "POLLER_SECURITY_TOKEN": credential.security_token}  # fmt: skip
 
 
 async def test_iam_unreachable_keeps_the_daemon_up_backing_off_and_unready(
@@ -296,3 +326,68 @@ async def test_iam_unreachable_keeps_the_daemon_up_backing_off_and_unready(
     assert refreshes >= 1
     assert stats["requests"] == 0  # no poll went out without a token
     assert await store.read_events() == []
+
+
+async def test_metadata_credentials_are_renewed_across_expiries_without_a_401(
+    redis_server: LocalRedis, prefix: str, store: Store
+) -> None:
+    from poller.sim.metadata import METADATA
+
+    # 3 s credentials, a new one handed out every 1.5 s; 6 s jobs outlive two of them.
+    config = SimConfig(project_id=PROJECT, authenticators=(), temporary_credentials_ttl=3.0)
+    async with running_sim(config) as sim:
+        ids = [await sim.create_job(quick_job(6.0, 3.0)) for _ in range(20)]
+        settings = fast_settings(
+            redis_server.url, prefix, sim.url, auth_token=None,
+            credentials="metadata", metadata_endpoint=sim.url,
+        )  # fmt: skip
+        async with running_worker(settings) as worker:
+            await store.enqueue(*ids)
+            events = await events_until(store, all_final(ids))
+        issued = {c.access_key: c for c in sim.app[METADATA].credentials.issued()}
+        served = list(sim.app[METADATA].served)
+        stats = await sim.stats()
+        service = sim.app[METADATA].status()
+    assert stats["by_status"].get("401", 0) == 0  # no poll ever met an expired credential
+    assert stats["by_aksk"]["rejected"] == stats["by_aksk"]["signature_failure"] == 0
+    assert worker.metrics.polls.labels("auth_failed")._value.get() == 0
+    assert service["credentials_served"] >= 3  # renewed at least twice along the way
+    assert service["failures"] == 0
+    # Each new credential was fetched before the one before it expired (in its last 10 %),
+    # not once it had died.
+    firsts = [(at, ak) for n, (at, ak) in enumerate(served) if ak not in {a for _, a in served[:n]}]
+    assert len(firsts) >= 3
+    for (_, previous), (fetched_at, _) in itertools.pairwise(firsts):
+        assert fetched_at < issued[previous].expires_at
+    assert worker.metrics.token_refreshes.labels("ok")._value.get() >= 3
+    for job_events in by_job(events).values():
+        assert_consistent(job_events)
+        assert job_events[-1].to_status == "SUCCEEDED"
+
+
+async def test_metadata_service_unreachable_keeps_the_daemon_up_backing_off_and_unready(
+    redis_server: LocalRedis, prefix: str, store: Store
+) -> None:
+    from poller.sim.metadata import METADATA
+
+    config = SimConfig(project_id=PROJECT, authenticators=(), temporary_credentials_ttl=60.0)
+    async with running_sim(config) as sim:
+        job_id = await sim.create_job(QUICK)
+        sim.app[METADATA].available = False  # answers 503, as during a host hiccup
+        settings = fast_settings(
+            redis_server.url, prefix, sim.url, auth_token=None,
+            credentials="metadata", metadata_endpoint=sim.url,
+        )  # fmt: skip
+        async with running_worker(settings) as worker:
+            await store.enqueue(job_id)
+            await eventually(lambda: worker.metrics.polls.labels("transient")._value.get() >= 2)
+            problems = worker.health.problems()
+            assert not worker.stopping
+            assert sim.state.stats.requests == 0  # no poll went out unsigned
+            assert await store.read_events() == []
+            sim.app[METADATA].available = True  # back: the next attempt gets a credential
+            events = await events_until(store, all_final([job_id]))
+        stats = await sim.stats()
+    assert any("metadata service refused the credential request: HTTP 503" in p for p in problems)
+    assert stats["by_aksk"]["accepted"] >= 1
+    assert events[-1].to_status == "SUCCEEDED"

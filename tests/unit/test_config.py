@@ -119,7 +119,11 @@ def test_example_toml_documents_every_setting_at_its_default() -> None:
         for line in text.splitlines()
         if line.startswith("# ") and " = " in line
     }
-    secrets_by_file = {"secret_key_file": "secret_key", "iam_password_file": "iam_password"}
+    secrets_by_file = {
+        "secret_key_file": "secret_key",
+        "iam_password_file": "iam_password",
+        "security_token_file": "security_token",
+    }
     names = documented | {secrets_by_file.get(n, n) for n in commented}
     assert {f.name for f in dataclasses.fields(Settings)} <= names
 
@@ -130,3 +134,185 @@ def test_unknown_poller_variables_are_reported() -> None:
     env = {"POLLER_POLL_INTERVALL": "3", "POLLER_SECRET_KEY_FILE": "/x", "POLLER_CONFIG": "c",
            "POLLER_REDIS_URL": "r", "HOME": "/root"}  # fmt: skip
     assert unknown_variables(env) == ["POLLER_POLL_INTERVALL"]
+
+
+# --- plain http:// -------------------------------------------------------------------------
+
+INSECURE_MESSAGE = (
+    "http:// sends credentials in clear text; use https:// or set POLLER_ALLOW_INSECURE_HTTP=true"
+)
+
+
+@pytest.mark.parametrize("name", ["POLLER_API_ENDPOINT", "POLLER_IAM_ENDPOINT"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://servicestage.ap-southeast-1.myhuaweicloud.com",
+        "http://10.0.0.8:8000",
+        "HTTP://iam.example.com/",
+        "http://[2001:db8::1]:80",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+        "http://169.254.169.254",  # link-local is fine for the metadata service only
+    ],
+)
+def test_plain_http_to_a_remote_host_is_refused_in_one_line(name: str, url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({name: url})
+    assert str(err.value) == f"{name}: {INSECURE_MESSAGE}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000",
+        "http://127.3.2.1",
+        "http://localhost:9000/",
+        "http://LOCALHOST",
+        "http://[::1]:8000",
+        "http://[::ffff:127.0.0.1]:8000",
+        "https://servicestage.ap-southeast-1.myhuaweicloud.com",
+        "https://10.0.0.8:8443",
+    ],
+)
+def test_loopback_and_https_endpoints_are_allowed(url: str) -> None:
+    s = load_settings({"POLLER_API_ENDPOINT": url, "POLLER_IAM_ENDPOINT": url})
+    assert s.api_endpoint == url
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes", "on"])
+def test_plain_http_is_allowed_with_the_explicit_opt_in(value: str) -> None:
+    env = {"POLLER_API_ENDPOINT": "http://sim:8000", "POLLER_ALLOW_INSECURE_HTTP": value,
+           "POLLER_IAM_ENDPOINT": "http://iam.internal", "POLLER_PROJECT_ID": "p",
+           "POLLER_AUTH_TOKEN": "t"}  # fmt: skip
+    s = load_settings(env)
+    assert s.allow_insecure_http is True
+    s.require_polling()
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", "off", ""])
+def test_the_opt_in_can_be_said_no_to(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^POLLER_API_ENDPOINT: http:// sends credentials"):
+        load_settings({"POLLER_API_ENDPOINT": "http://sim:8000",
+                       "POLLER_ALLOW_INSECURE_HTTP": value})  # fmt: skip
+
+
+def test_a_bad_opt_in_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"POLLER_ALLOW_INSECURE_HTTP": "sure"})
+    assert str(err.value) == "POLLER_ALLOW_INSECURE_HTTP: expected true or false, got 'sure'"
+
+
+def test_the_opt_in_from_a_toml_file(tmp_path: Path) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text('api_endpoint = "http://sim:8000"\nallow_insecure_http = true\n')
+    assert load_settings({}, config_file=f).allow_insecure_http is True
+    f.write_text('api_endpoint = "http://sim:8000"\nallow_insecure_http = false\n')
+    with pytest.raises(ConfigError, match=r"^POLLER_API_ENDPOINT: http://"):
+        load_settings({}, config_file=f)
+    f.write_text('allow_insecure_http = "maybe"\n')
+    with pytest.raises(ConfigError, match=r"^allow_insecure_http: expected true or false"):
+        load_settings({}, config_file=f)
+
+
+def test_cli_reports_the_refusal_as_a_configuration_error() -> None:
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "POLLER_API_ENDPOINT": "http://servicestage.example.com",
+           "POLLER_PROJECT_ID": "p", "POLLER_AUTH_TOKEN": "t"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "poller", "run"], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if "POLLER_API_ENDPOINT" in line]
+    assert len(lines) == 1
+    assert lines[0].endswith(f"POLLER_API_ENDPOINT: {INSECURE_MESSAGE}")
+
+
+# --- temporary credentials -------------------------------------------------------------------
+
+TEMPORARY = {**{k: v for k, v in BASE.items() if k != "POLLER_AUTH_TOKEN"},
+             "POLLER_ACCESS_KEY": "TMPAK", "POLLER_SECRET_KEY": "tmp-sk-secret",
+             "POLLER_SECURITY_TOKEN": "sec-token-value"}  # fmt: skip
+
+
+def test_a_security_token_completes_a_temporary_key_pair(tmp_path: Path) -> None:
+    s = load_settings(TEMPORARY)
+    s.require_polling()
+    assert s.security_token == Secret("sec-token-value")
+    assert "sec-token-value" not in repr(s)
+    token_file = tmp_path / "security-token"
+    token_file.write_text("from-a-file\n")
+    env = {k: v for k, v in TEMPORARY.items() if k != "POLLER_SECURITY_TOKEN"}
+    from_file = load_settings({**env, "POLLER_SECURITY_TOKEN_FILE": str(token_file)})
+    assert from_file.security_token == Secret("from-a-file")
+    from_toml = tmp_path / "p.toml"
+    from_toml.write_text(f'security_token_file = "{token_file}"\n')
+    assert load_settings(env, config_file=from_toml).security_token == Secret("from-a-file")
+
+
+def test_a_security_token_alone_is_not_a_method() -> None:
+    env = {**BASE, "POLLER_SECURITY_TOKEN": "sec-token-value"}
+    del env["POLLER_AUTH_TOKEN"]
+    with pytest.raises(ConfigError, match=r"^POLLER_SECURITY_TOKEN: goes with the temporary"):
+        load_settings(env).require_polling()
+    with pytest.raises(ConfigError, match=r"more than one .*POLLER_SECURITY_TOKEN"):
+        load_settings({**BASE, "POLLER_SECURITY_TOKEN": "x"}).require_polling()
+    with pytest.raises(ConfigError, match=r"^POLLER_SECURITY_TOKEN_FILE: cannot read"):
+        load_settings({"POLLER_SECURITY_TOKEN_FILE": "/nonexistent/token"})
+    with pytest.raises(ConfigError, match=r"^POLLER_SECURITY_TOKEN: is empty"):
+        load_settings({"POLLER_SECURITY_TOKEN": " "})
+
+
+def test_metadata_credentials_are_a_method_of_their_own() -> None:
+    base = {k: v for k, v in BASE.items() if k != "POLLER_AUTH_TOKEN"}
+    s = load_settings({**base, "POLLER_CREDENTIALS": "metadata"})
+    s.require_polling()
+    assert s.metadata_endpoint == "http://169.254.169.254"  # link-local: http is fine there
+    assert s.auth_methods() == ["POLLER_CREDENTIALS=metadata"]
+    with pytest.raises(ConfigError, match=r"more than one .*POLLER_CREDENTIALS=metadata"):
+        load_settings({**BASE, "POLLER_CREDENTIALS": "metadata"}).require_polling()
+    with pytest.raises(ConfigError, match=r"more than one"):
+        load_settings({**TEMPORARY, "POLLER_CREDENTIALS": "metadata"}).require_polling()
+    with pytest.raises(ConfigError) as err:
+        load_settings({**base, "POLLER_CREDENTIALS": "instance"})
+    assert str(err.value) == "POLLER_CREDENTIALS: expected metadata (or empty), got 'instance'"
+    with pytest.raises(ConfigError, match=r"^POLLER_METADATA_ENDPOINT: required"):
+        load_settings(
+            {**base, "POLLER_CREDENTIALS": "metadata", "POLLER_METADATA_ENDPOINT": ""}
+        ).require_polling()
+    with pytest.raises(ConfigError, match=r"POLLER_CREDENTIALS=metadata"):
+        load_settings(base).require_polling()  # "no authentication" lists the new method
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://169.254.169.254", True),
+        ("http://169.254.0.1:8080/", True),
+        ("http://[fe80::a9fe:a9fe]", True),
+        ("http://127.0.0.1:8000", True),
+        ("https://metadata.example.com", True),
+        ("http://metadata.example.com", False),
+        ("http://10.0.0.1", False),
+        ("ftp://169.254.169.254", False),
+    ],
+)
+def test_the_metadata_endpoint_may_be_plain_http_on_the_link_only(url: str, ok: bool) -> None:
+    env = {"POLLER_METADATA_ENDPOINT": url}
+    if ok:
+        assert load_settings(env).metadata_endpoint == url
+    else:
+        with pytest.raises(ConfigError, match=r"^POLLER_METADATA_ENDPOINT: "):
+            load_settings(env)
+
+
+def test_new_variables_are_known() -> None:
+    from poller.config import unknown_variables
+
+    env = {"POLLER_SECURITY_TOKEN": "x", "POLLER_SECURITY_TOKEN_FILE": "/x",
+           "POLLER_CREDENTIALS": "metadata", "POLLER_METADATA_ENDPOINT": "http://169.254.169.254",
+           "POLLER_ALLOW_INSECURE_HTTP": "false"}  # fmt: skip
+    assert unknown_variables(env) == []
