@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,14 +15,14 @@ from redis.exceptions import RedisError
 from poller import __version__, commands
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
-from poller.daemon import StartupError, open_store, run_daemon
+from poller.daemon import StartupError, name_replica, open_store, run_daemon
 from poller.demo import register as register_demo
 from poller.sim.cli import register as register_sim
 from poller.store import Store
 from poller.store.store import CorruptJobState
 from poller.telemetry import configure_logging
 
-EXIT_USAGE = 2
+EXIT_USAGE = commands.EXIT_USAGE
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -32,8 +33,12 @@ def _with_store(args: argparse.Namespace, body: Callable[[Store, Settings], Awai
     settings = _settings(args)
     configure_logging(settings)
 
-    async def main() -> int:
+    try:
         store = open_store(settings)
+    except ValueError as exc:  # a URL that parses but names no usable address (a bad port)
+        raise ConfigError(f"POLLER_REDIS_URL: {exc}") from None
+
+    async def main() -> int:
         try:
             return await body(store, settings)
         finally:
@@ -54,7 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.require_polling()
     configure_logging(settings)
-    return anyio.run(run_daemon, settings)
+    # Named before the event loop exists: asyncio logs as it starts, with the replica too.
+    return anyio.run(run_daemon, name_replica(settings))
 
 
 def _parse_meta(pairs: Sequence[str]) -> dict[str, Any]:
@@ -67,17 +73,43 @@ def _parse_meta(pairs: Sequence[str]) -> dict[str, Any]:
     return meta
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number, zero or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    job_ids = commands.read_job_ids(args.job_ids, sys.stdin)
     messages = commands.build_messages(
-        args.job_ids,
+        job_ids,
         project_id=args.project_id or "",
         default_project=settings.project_id,
         instance_id=args.instance_id or "",
         meta=_parse_meta(args.meta),
         force=args.force,
     )
-    return _with_store(args, lambda store, _: commands.enqueue(store, messages))
+    if not messages:
+        return 0  # `... | poller enqueue -` with nothing to queue
+    return _with_store(
+        args,
+        lambda store, s: commands.enqueue(
+            store, messages, default_project=s.project_id, as_json=args.json
+        ),
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -89,7 +121,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     return _with_store(
-        args, lambda store, s: commands.cancel(store, _project(args, s), args.job_id, who=args.who)
+        args,
+        lambda store, s: commands.cancel(
+            store, _project(args, s), args.job_id, who=args.who, as_json=args.json
+        ),
     )
 
 
@@ -97,11 +132,13 @@ def cmd_events(args: argparse.Namespace) -> int:
     if args.job is not None:
         commands.admission_for(args.job, "p")
     try:
-        since = stream_id_since(args.since)
+        since = None if args.since is None else stream_id_since(args.since)
     except ValueError as exc:
         raise commands.UsageError(str(exc)) from None
     if args.consumer and not args.group:
         raise commands.UsageError("--consumer goes with --group")
+    if args.tail is not None and (args.since is not None or args.group):
+        raise commands.UsageError("--tail goes neither with --since nor with --group")
     return _with_store(
         args,
         lambda store, _: commands.events(
@@ -110,6 +147,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             follow=args.follow,
             as_json=args.json,
             since=since,
+            tail=args.tail,
             count=args.count,
             group=args.group,
             consumer=args.consumer,
@@ -137,8 +175,20 @@ def cmd_wait(args: argparse.Namespace) -> int:
             give_up_after=args.timeout,
             enqueue_message=message,
             quiet=args.quiet,
+            as_json=args.json,
         ),
     )
+
+
+def cmd_dead_list(args: argparse.Namespace) -> int:
+    return _with_store(args, lambda store, _: commands.dead_list(store, as_json=args.json))
+
+
+def cmd_dead_requeue(args: argparse.Namespace) -> int:
+    if args.all == bool(args.indexes):
+        raise commands.UsageError("dead requeue: give either --all or the numbers to requeue")
+    indexes = None if args.all else list(args.indexes)
+    return _with_store(args, lambda store, _: commands.dead_requeue(store, indexes))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "enqueue", parents=[common], help="queue jobs for tracking",
         description="Push job IDs onto the intake queue exactly as a deployment system would "
-        "(LPUSH {prefix}:jobs).  IDs are validated first; a job already tracked is left alone.",
+        "(LPUSH {prefix}:jobs).  IDs are validated first (an invalid one queues nothing); a "
+        "job already tracked is left alone.  '-' reads job IDs from stdin, one per line.",
     )  # fmt: skip
-    p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    p.add_argument("job_ids", nargs="+", metavar="JOB_ID", help="a job ID, or - for stdin")
     p.add_argument("--project-id", help="project of the jobs (default: POLLER_PROJECT_ID)")
     p.add_argument("--instance-id", help="optional instance_id query parameter for the API")
     p.add_argument(
@@ -180,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true",
         help="track again even if the job finished less than the retention period ago",
+    )  # fmt: skip
+    p.add_argument(
+        "--json", action="store_true",
+        help="one JSON object per queued job: job_id, project_id, message",
     )  # fmt: skip
     p.set_defaults(func=cmd_enqueue)
 
@@ -196,40 +251,61 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "events", parents=[common], help="print events",
         description="Print events from {prefix}:events (or one job's stream with --job), "
-        "oldest first.  With --follow, keep printing new events as they are published.",
+        "oldest first: every one kept, or with --follow only those published from now on "
+        "(like tail -f).  --since or --tail N adds history first.",
     )  # fmt: skip
     p.add_argument("--job", metavar="JOB_ID", help="only this job's events")
-    p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
+    p.add_argument(
+        "--follow", "-f", action="store_true",
+        help="print events as they are published, from now on (history: --since, --tail)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--count", type=int, help="stop after this many events")
     p.add_argument(
-        "--since", default="0-0", metavar="ID|TIME",
-        help="start after this stream ID, epoch seconds or RFC 3339 time (default: the "
-        "beginning; '$': only new events)",
+        "--since", metavar="ID|TIME",
+        help="start after this stream ID, epoch seconds or RFC 3339 time ('0': the "
+        "beginning; '$': now); default: the beginning, or now with --follow",
+    )  # fmt: skip
+    p.add_argument(
+        "--tail", type=_count, metavar="N",
+        help="start with the last N events (then, with --follow, go on with new ones)",
     )  # fmt: skip
     p.add_argument(
         "--group", metavar="G",
-        help="read through consumer group G (created at --since if missing) and acknowledge "
-        "each event after printing it: a durable consumer that resumes where it stopped",
+        help="read through consumer group G (created at --since, or as above, if missing) and "
+        "acknowledge each event after printing it: a durable consumer that resumes where it "
+        "stopped",
     )  # fmt: skip
     p.add_argument("--consumer", metavar="C", help="consumer name within --group (default: cli)")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser(
         "wait", parents=[common], help="wait for a job to finish (for CI pipelines)",
-        description="Follow one job's events from the beginning, print task changes as they "
-        "happen, and exit when the job ends: 0 SUCCEEDED; 1 FAILED, PARTIALLY_FAILED, "
-        "ROLLBACKED or CANCELLED; 2 abandoned (not found, rejected, timeout, cancelled by an "
-        "operator); 124 when --timeout passes first.  Works whether started before, during or "
-        "after the job is tracked (within the retention period).",
+        description="Follow one job's events from the beginning, print them as they happen, "
+        "and exit when the job ends.  Exit codes: 0 SUCCEEDED; 1 the job ended failed "
+        "(FAILED, PARTIALLY_FAILED, CANCELLED, ROLLBACKED); 2 usage or configuration error; "
+        "3 abandoned (not found, rejected, timeout, cancelled by an operator, corrupt state); "
+        "4 Redis unreachable until --timeout; 124 --timeout passed first.  Works whether "
+        "started before, during or after the job is tracked (within the retention period), "
+        "and rides out Redis restarts (retries with backoff).",
     )  # fmt: skip
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
-    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 124)")
+    p.add_argument(
+        "--timeout", type=_seconds, metavar="S",
+        help="give up after S seconds: exit 124, or 4 if Redis was unreachable (default: never)",
+    )  # fmt: skip
     p.add_argument("--enqueue", action="store_true", help="queue the job for tracking first")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="with --enqueue: meta copied into the job's events")  # fmt: skip
-    p.add_argument("--quiet", "-q", action="store_true", help="print nothing, only exit")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--quiet", "-q", action="store_true",
+        help="print nothing, only exit (usage and configuration errors are still reported)",
+    )  # fmt: skip
+    shown.add_argument(
+        "--json", action="store_true", help="print only the final event, as one JSON object"
+    )
     p.set_defaults(func=cmd_wait)
 
     p = sub.add_parser(
@@ -241,7 +317,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
     p.add_argument("--who", default="operator", help="recorded in the event's detail")
+    p.add_argument(
+        "--json", action="store_true",
+        help="print {job_id, project_id, cancelled, event, seq} as JSON",
+    )  # fmt: skip
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser(
+        "dead", help="list or requeue dead letters (rejected messages)",
+        description="Messages the daemon could not admit (invalid, or naming a job tracked "
+        "under another project) wait in {prefix}:jobs:dead with the reason.  'dead list' "
+        "shows them oldest first, numbered from 0 (numbers stay put while more arrive); "
+        "'dead requeue' moves chosen ones back onto the intake queue, each atomically.",
+    )  # fmt: skip
+    dead = p.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
+    d = dead.add_parser(
+        "list", parents=[common], help="show dead letters: number, age, reason, raw message",
+        description="Show the dead-letter list, oldest first: number, age, reason, raw message.",
+    )  # fmt: skip
+    d.add_argument(
+        "--json", action="store_true",
+        help="one JSON object per line: index, reason, at, age_seconds, raw",
+    )  # fmt: skip
+    d.set_defaults(func=cmd_dead_list)
+    d = dead.add_parser(
+        "requeue", parents=[common], help="move dead letters back onto the intake queue",
+        description="Move the raw messages of the chosen dead letters (the numbers 'dead "
+        "list' shows, or --all) back onto the intake queue {prefix}:jobs.  Each record leaves "
+        "the dead-letter list in the same Redis script that queues its message, so a crash "
+        "loses nothing.  A message that is still invalid comes back as a new dead letter.",
+    )  # fmt: skip
+    d.add_argument("indexes", nargs="*", type=_count, metavar="N", help="numbers from dead list")
+    d.add_argument("--all", action="store_true", help="every dead letter there is now")
+    d.set_defaults(func=cmd_dead_requeue)
 
     register_sim(sub)
     register_demo(sub)

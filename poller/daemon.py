@@ -15,13 +15,13 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from poller.config import Settings, unknown_variables
+from poller.config import Settings, replace, unknown_variables
 from poller.servicestage.auth import AuthHooks, build_authenticator
 from poller.servicestage.client import Gate, ServiceStageClient
 from poller.servicestage.proxy import env_proxy
 from poller.store import Keys, Store, connect
-from poller.telemetry import REDACTOR, Health, Metrics, get_logger, health_app
-from poller.worker import Worker
+from poller.telemetry import REDACTOR, Health, Metrics, bind_replica, get_logger, health_app
+from poller.worker import Worker, default_replica_id
 
 
 class StartupError(Exception):
@@ -167,10 +167,19 @@ async def serve_probes(
         await runner.cleanup()
 
 
+def name_replica(settings: Settings) -> Settings:
+    """``settings`` with this replica's name fixed (``POLLER_REPLICA_ID`` or a generated one),
+    which from now on is on every log line of the process, the libraries' included."""
+    settings = replace(settings, replica_id=settings.replica_id or default_replica_id())
+    bind_replica(settings.replica_id)
+    return settings
+
+
 async def run_daemon(settings: Settings) -> int:
     """``poller run``: poll until SIGTERM/SIGINT, drain, exit 0."""
+    settings = name_replica(settings)  # a no-op when the caller named it already
     log = get_logger()
-    metrics, health = Metrics(), Health()
+    metrics, health = Metrics(), Health.for_settings(settings)
     for name in unknown_variables(os.environ):
         log.warning("unknown setting ignored", variable=name)
     async with (

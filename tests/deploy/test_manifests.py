@@ -2,10 +2,14 @@
 
 - ``Dockerfile``: hadolint finds nothing (not even style notes); multi-stage, non-root, exec-form
   entrypoint, healthcheck, OCI labels; ``.dockerignore`` admits exactly what it copies.
-- ``deploy/kubernetes``: the core manifests validate strictly against the Kubernetes schemas
-  bundled with kubernetes-validate; the ServiceMonitor (a CRD those schemas do not know) against
-  a small schema of its own; probes, grace periods, hardening and labels agree with each other
-  and with the daemon's settings.
+- ``deploy/kubernetes``: the core manifests (NetworkPolicy included) validate strictly against
+  the Kubernetes schemas bundled with kubernetes-validate; the ServiceMonitor and PrometheusRule
+  (CRDs those schemas do not know) against schemas of their own; probes, grace periods,
+  hardening and labels agree with each other and with the daemon's settings; the README's steps
+  (its ``kubectl create secret``) with the shipped ConfigMap make a configuration that starts,
+  and so does every documented authentication method.
+- Monitoring: the alerts are the README's, and they and the Grafana dashboard's queries name
+  only metrics a real ``Metrics()`` registry exports (its /metrics text).
 - ``deploy/compose.yaml``: valid per the Compose Specification schema vendored in
   check-jsonschema; ``docker compose config`` too when the compose plugin is installed.
 - ``config/poller.env.example`` and every ``POLLER_*`` name anywhere: real settings of
@@ -37,7 +41,10 @@ from kubernetes_validate.utils import all_versions
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from poller.config import Settings, load_settings
+import poller
+from poller.config import ConfigError, Settings, load_settings, unknown_variables
+from poller.telemetry import Health, Metrics
+from tests.deploy.promql import exported_names, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -52,13 +59,18 @@ ENV_EXAMPLE = ROOT / "config" / "poller.env.example"
 K8S_VERSION = "1.37.0"
 # Manifests of built-in kinds, validated strictly (unknown fields are errors).
 K8S_VALIDATED = ("deployment.yaml", "configmap.yaml", "secret.example.yaml", "pdb.yaml",
-                 "service.yaml")  # fmt: skip
+                 "service.yaml", "networkpolicy.yaml")  # fmt: skip
 APP = "servicestage-job-poller"
 UID = 10001
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-SECRETS = {"auth_token", "access_key", "secret_key", "iam_password"}
-FILE_SECRETS = {"access_key", "secret_key", "iam_password"}  # also POLLER_<NAME>_FILE
+# Settings holding a poller.config.Secret; those that may also come from POLLER_<NAME>_FILE.
+SECRETS = {name for name, f in FIELDS.items() if "Secret" in str(f.type)}
+FILE_SECRETS = {
+    n
+    for n in SECRETS
+    if f"{n}_file" not in FIELDS and not unknown_variables([f"POLLER_{n.upper()}_FILE"])
+}
 SETTING_VARS = {f"POLLER_{name.upper()}": name for name in FIELDS}
 FILE_VARS = {f"POLLER_{name.upper()}_FILE": name for name in FILE_SECRETS}
 KNOWN_VARS = set(SETTING_VARS) | set(FILE_VARS) | {"POLLER_CONFIG"}
@@ -66,7 +78,7 @@ PLAIN_SECRET_VARS = {f"POLLER_{name.upper()}" for name in SECRETS}
 DEFAULTS = Settings()
 
 # ConfigMap values that deliberately differ from the code's defaults (commented CHANGED there).
-CONFIGMAP_CHANGED = {"redis_url", "auth_token_file", "shutdown_grace", "log_format"}
+CONFIGMAP_CHANGED = {"redis_url", "shutdown_grace", "log_format"}
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -425,6 +437,225 @@ def test_servicemonitor_scrapes_the_service(manifests: Mapping[str, Any]) -> Non
         assert seconds(endpoint["scrapeTimeout"]) <= seconds(endpoint["interval"])
 
 
+# --- monitoring: PrometheusRule, Grafana dashboard --------------------------------------------
+
+# kubernetes-validate has no schemas for CRDs either: the monitoring.coreos.com/v1 PrometheusRule
+# as the Prometheus Operator's CRD defines it (its openAPIV3Schema), stricter where the CRD is
+# lax: unknown fields are rejected, and a rule is an alert or a recording rule, not both.
+DURATION = (
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+INT_OR_STRING = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+PROMETHEUSRULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": SERVICEMONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "required": ["groups"],
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": DURATION},
+                            "query_offset": {"type": "string", "pattern": DURATION},
+                            "limit": {"type": "integer"},
+                            "labels": STRING_MAP,
+                            "partial_response_strategy": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["expr"],
+                                    "additionalProperties": False,
+                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                    "properties": {
+                                        "alert": {"type": "string", "minLength": 1},
+                                        "record": {"type": "string", "minLength": 1},
+                                        "expr": INT_OR_STRING,
+                                        "for": {"type": "string", "pattern": DURATION},
+                                        "keep_firing_for": {"type": "string", "pattern": DURATION},
+                                        "labels": STRING_MAP,
+                                        "annotations": STRING_MAP,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+# Series the alerts may use that the daemon does not export: kube-state-metrics'.
+EXTERNAL_METRICS = {"kube_deployment_status_replicas_available"}
+DASHBOARD = DEPLOY / "grafana" / "servicestage-job-poller.json"
+
+
+@pytest.fixture(scope="module")
+def exported() -> set[str]:
+    """Every series name a replica's /metrics can carry: the text of a real registry, as the
+    /metrics handler serves it (every labelled family appears at least by its # TYPE line)."""
+    names = exported_names(Metrics().render().decode())
+    assert {"poller_polls_total", "poller_poll_lag_seconds_bucket", "poller_build_info",
+            "process_cpu_seconds_total"} <= names  # fmt: skip
+    return names
+
+
+def alert_rules(manifests: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rule = manifests["prometheusrule.yaml"]
+    return [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
+
+
+def normalized(expr: str) -> str:
+    return " ".join(expr.split())
+
+
+def test_prometheusrule_matches_its_crd(manifests: Mapping[str, Any]) -> None:
+    jsonschema.Draft202012Validator(PROMETHEUSRULE_SCHEMA).validate(
+        manifests["prometheusrule.yaml"]
+    )
+    broken = copy.deepcopy(manifests["prometheusrule.yaml"])
+    broken["spec"]["groups"][0]["rules"][0]["for"] = "10 minutes"
+    with pytest.raises(jsonschema.ValidationError):  # a negative control
+        jsonschema.Draft202012Validator(PROMETHEUSRULE_SCHEMA).validate(broken)
+
+
+def test_alerts_are_the_readmes_and_well_formed(manifests: Mapping[str, Any]) -> None:
+    rules = alert_rules(manifests)
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    for rule in rules:
+        assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", rule["alert"]), rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), rule["alert"]
+        assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+    # The README's "Suggested alerts" are exactly the shipped ones.
+    observing = readme_section("## Observing")
+    block = re.search(r"```promql\n(.*?)```", observing, re.S)
+    assert block, "README: the Observing section lost its promql block"
+    documented = {normalized(line) for line in block[1].splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")}  # fmt: skip
+    assert documented == {normalized(str(r["expr"])) for r in rules}
+
+
+def test_alerts_use_only_exported_metrics(manifests: Mapping[str, Any], exported: set[str]) -> None:
+    for rule in alert_rules(manifests):
+        used = metric_names(str(rule["expr"]))
+        assert used, f"{rule['alert']}: selects no metric"
+        unknown = used - exported - EXTERNAL_METRICS
+        assert not unknown, f"{rule['alert']}: not exported by the daemon: {sorted(unknown)}"
+    # A negative control: a misspelt name is caught.
+    assert metric_names("sum(rate(poller_api_response_total[5m]))") - exported
+
+
+def test_grafana_dashboard_queries_only_exported_metrics(exported: set[str]) -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    assert isinstance(dashboard["schemaVersion"], int)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    queried: set[str] = set()
+    graphs = [p for p in panels if p["type"] != "row"]
+    assert len(graphs) >= 10
+    for panel in graphs:
+        where = f"panel {panel['title']!r}"
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] < pos["x"] + pos["w"] <= 24, where
+        assert panel["datasource"]["uid"] == "${datasource}", where
+        assert panel["targets"], where
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), where
+        for target in panel["targets"]:
+            used = metric_names(target["expr"])
+            assert used, f"{where}: {target['expr']!r} selects no metric"
+            assert not used - exported, f"{where}: not exported: {sorted(used - exported)}"
+            queried |= used
+    for variable in variables.values():
+        if variable["type"] == "query":
+            query = variable["query"]
+            query = query["query"] if isinstance(query, dict) else query
+            inner = re.fullmatch(r"label_values\((\w+),\s*\w+\)", query)
+            assert inner, query
+            assert inner[1] in exported, query
+    # The README's main metrics are all on the dashboard.
+    documented = set(re.findall(r"^\| `(poller_\w+)`", readme_section("## Observing"), re.M))
+    for name in documented:
+        assert {name, f"{name}_bucket"} & queried, f"{name} is not on the dashboard"
+
+
+# --- NetworkPolicy ---------------------------------------------------------------------------
+
+
+def test_networkpolicy_allows_exactly_what_the_daemon_needs(manifests: Mapping[str, Any]) -> None:
+    policy = manifests["networkpolicy.yaml"]["spec"]
+    selector = manifests["deployment.yaml"]["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"]["matchLabels"] == selector
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    c = container(manifests)
+    named = {p["name"]: p["containerPort"] for p in c["ports"]}
+    # Ingress: the probes/metrics port only, TCP.
+    (ingress,) = policy["ingress"]
+    assert [(named.get(p["port"], p["port"]), p["protocol"]) for p in ingress["ports"]] == [
+        (int(manifests["configmap.yaml"]["data"]["POLLER_HTTP_PORT"]), "TCP")
+    ]
+    # Egress: DNS (UDP and TCP) to the cluster resolver, Redis, and HTTPS.
+    allowed = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    redis_port = urlsplit(manifests["configmap.yaml"]["data"]["POLLER_REDIS_URL"]).port or 6379
+    assert {(53, "UDP"), (53, "TCP"), (redis_port, "TCP"), (443, "TCP")} <= allowed
+    assert allowed <= {(53, "UDP"), (53, "TCP"), (6379, "TCP"), (26379, "TCP"), (443, "TCP")}
+    dns = [r for r in policy["egress"] if any(p["port"] == 53 for p in r["ports"])]
+    assert all(r.get("to") for r in dns), "DNS only to the cluster's resolver"
+    for endpoint in ("https://servicestage.ap-southeast-1.myhuaweicloud.com",
+                     "https://iam.ap-southeast-1.myhuaweicloud.com"):  # fmt: skip
+        assert ((urlsplit(endpoint).port or 443), "TCP") in allowed
+
+
+# --- liveness, readiness and versions --------------------------------------------------------
+
+
+def test_liveness_restarts_a_wedged_pod_but_not_a_draining_one(
+    manifests: Mapping[str, Any], tmp_path: Path
+) -> None:
+    settings = settings_from(manifests["configmap.yaml"]["data"], tmp_path)
+    health = Health.for_settings(settings)
+    c = container(manifests)
+    assert health.stall_after < health.liveness_limit, "liveness must outlast readiness"
+    # A graceful drain stops the scheduler loop for up to shutdown_grace: never a restart.
+    assert settings.shutdown_grace < health.liveness_limit
+    liveness = c["livenessProbe"]
+    restart_after = health.liveness_limit + liveness["periodSeconds"] * liveness["failureThreshold"]
+    assert restart_after <= 180, f"a wedged replica is restarted only after {restart_after}s"
+
+
+def test_version_is_written_once(manifests: Mapping[str, Any]) -> None:
+    version = project()["version"]
+    assert poller.__version__ == version, "stale metadata: pip install -e ."
+    deployment = manifests["deployment.yaml"]
+    for labels in (deployment["metadata"]["labels"],
+                   deployment["spec"]["template"]["metadata"]["labels"]):  # fmt: skip
+        assert labels["app.kubernetes.io/version"] == version
+    assert container(manifests)["image"].rsplit(":", 1)[1] == version
+    assert [i["newTag"] for i in manifests["kustomization.yaml"]["images"]] == [version]
+
+
 def test_kustomization_lists_every_manifest_but_the_secret_template(
     manifests: Mapping[str, Any],
 ) -> None:
@@ -524,36 +755,162 @@ def test_pod_is_locked_down(manifests: Mapping[str, Any]) -> None:
         assert_pinned(image)
 
 
-def test_secrets_come_from_files_of_the_secret(manifests: Mapping[str, Any]) -> None:
+CREDENTIALS = "servicestage-job-poller-credentials"
+# The ConfigMap's REQUIRED values, filled in the way its comments ask.
+REQUIRED = {"POLLER_REGION": "ap-southeast-1", "POLLER_PROJECT_ID": "0123abcd"}
+
+
+def pod_env(
+    manifests: Mapping[str, Any],
+    secret: Mapping[str, str] | None,
+    tmp_path: Path,
+    config: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: ``envFrom`` the ConfigMap (or
+    ``config``), then ``env`` (a ``secretKeyRef`` resolved against ``secret``: a missing key
+    or Secret skips an optional entry and fails a required one).  The Secret's volume is
+    written under ``tmp_path`` and paths into its mount point are rewritten to point there."""
     c, pod = container(manifests), pod_spec(manifests)
+    data = manifests["configmap.yaml"]["data"] if config is None else config
+    env: dict[str, str] = {}
+    for source in c["envFrom"]:
+        assert source["configMapRef"]["name"] == manifests["configmap.yaml"]["metadata"]["name"]
+        env.update(data)
+    for var in c.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        ref = var["valueFrom"]["secretKeyRef"]
+        if secret is not None and ref["key"] in secret:
+            env[var["name"]] = secret[ref["key"]]
+        else:
+            assert ref.get("optional") is True, f"{var['name']}: the pod would not start"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounted = tmp_path / "secret-volume"
+    mounted.mkdir(exist_ok=True)
+    for mount in c["volumeMounts"]:
+        if "secret" not in volumes[mount["name"]]:
+            continue
+        assert volumes[mount["name"]]["secret"]["secretName"] == CREDENTIALS
+        for key, value in (secret or {}).items():
+            (mounted / key).write_text(value + "\n", encoding="utf-8")
+        for name, value in env.items():
+            if value.startswith(mount["mountPath"] + "/"):
+                env[name] = str(mounted / Path(value).relative_to(mount["mountPath"]))
+    return env
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n{title}\n")
+    end = re.compile(r"^#{2,3} ", re.M).search(text, start + len(title) + 2)
+    return text[start : end.start() if end else len(text)]
+
+
+def test_the_readme_steps_give_a_pod_that_starts(
+    manifests: Mapping[str, Any], tmp_path: Path
+) -> None:
+    """Issue 12: the README's `kubectl create secret` with the shipped ConfigMap (REQUIRED
+    values filled in, nothing else) must make a complete configuration, not a crash loop."""
+    steps = readme_section("### Kubernetes")
+    command = re.search(r"kubectl create secret generic (\S+)((?:\s*\\\n)?[^\n]*)", steps)
+    assert command, "the README's Kubernetes steps no longer create the Secret"
+    assert command[1] == CREDENTIALS
+    keys = re.findall(r"--from-(?:file|literal)=([\w.-]+)=", command[0])
+    assert keys, command[0]
+    secret = {key: f"placeholder-{key}" for key in keys}
+    settings = load_settings(
+        pod_env(manifests, secret, tmp_path, {**manifests["configmap.yaml"]["data"], **REQUIRED})
+    )
+    settings.require_polling()
+    assert settings.auth_methods() == ["POLLER_ACCESS_KEY/POLLER_SECRET_KEY"]
+    assert settings.access_key is not None
+    assert settings.secret_key is not None
+    assert settings.access_key.reveal() == "placeholder-access-key"
+
+
+# The documented methods: the Secret's keys, and what the ConfigMap needs besides.
+METHODS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "POLLER_ACCESS_KEY/POLLER_SECRET_KEY": ({"access-key": "AK", "secret-key": "SK"}, {}),
+    "POLLER_IAM_USER/POLLER_IAM_PASSWORD": (
+        {"iam-password": "pw-123456"},
+        {"POLLER_IAM_ENDPOINT": "https://iam.ap-southeast-1.myhuaweicloud.com",
+         "POLLER_IAM_USER": "deployer", "POLLER_IAM_DOMAIN": "acme"},
+    ),
+    "POLLER_AUTH_TOKEN_FILE": (
+        {"token": "MIIT-token"}, {"POLLER_AUTH_TOKEN_FILE": "/var/run/secrets/poller/token"}
+    ),
+    "POLLER_CREDENTIALS=metadata": ({}, {"POLLER_CREDENTIALS": "metadata"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_documented_method_works_with_the_manifests(
+    method: str, manifests: Mapping[str, Any], tmp_path: Path
+) -> None:
+    secret, config = METHODS[method]
+    data = {**manifests["configmap.yaml"]["data"], **REQUIRED, **config}
+    settings = load_settings(pod_env(manifests, secret, tmp_path, data))
+    settings.require_polling()
+    assert settings.auth_methods() == [method]
+    text = (K8S / "configmap.yaml").read_text(encoding="utf-8")
+    for name, value in config.items():  # the ConfigMap's comments say what to fill in
+        assert name in text, name
+        if value.startswith("/"):
+            assert value in text, value
+    template = (K8S / "secret.example.yaml").read_text(encoding="utf-8")
+    for key in secret:
+        assert f"--from-file={key}=" in template, f"secret.example.yaml: how to create {key}"
+
+
+def test_the_configmap_chooses_no_method_and_two_methods_are_refused(
+    manifests: Mapping[str, Any], tmp_path: Path
+) -> None:
+    data = {**manifests["configmap.yaml"]["data"], **REQUIRED}
+    assert load_settings(pod_env(manifests, {}, tmp_path, data)).auth_methods() == []
+    with pytest.raises(ConfigError, match="no authentication configured"):
+        load_settings(pod_env(manifests, None, tmp_path, data)).require_polling()
+    both = {**METHODS["POLLER_ACCESS_KEY/POLLER_SECRET_KEY"][0], "iam-password": "pw-123456"}
+    with pytest.raises(ConfigError, match="more than one authentication method"):
+        load_settings(pod_env(manifests, both, tmp_path, data)).require_polling()
+
+
+def test_the_secret_template_as_given_is_one_method(
+    manifests: Mapping[str, Any], tmp_path: Path
+) -> None:
     secret = manifests["secret.example.yaml"]
-    config = manifests["configmap.yaml"]["data"]
+    assert secret["metadata"]["name"] == CREDENTIALS
+    data = {**manifests["configmap.yaml"]["data"], **REQUIRED}
+    settings = load_settings(pod_env(manifests, secret["stringData"], tmp_path, data))
+    settings.require_polling()
+    assert len(settings.auth_methods()) == 1
+
+
+def test_secrets_come_only_from_the_secret(manifests: Mapping[str, Any]) -> None:
+    c, pod = container(manifests), pod_spec(manifests)
     secret_volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
-    assert [v["secretName"] for v in secret_volumes.values()] == [secret["metadata"]["name"]]
+    assert [v["secretName"] for v in secret_volumes.values()] == [CREDENTIALS]
     (mount,) = [m for m in c["volumeMounts"] if m["name"] in secret_volumes]
     assert mount["readOnly"] is True
     assert "subPath" not in mount, "a subPath mount never sees rotated credentials"
-    # The chosen method's file lives in that mount and is a key of the Secret template.
-    token_file = Path(config["POLLER_AUTH_TOKEN_FILE"])
-    assert token_file.parent == Path(mount["mountPath"])
-    assert token_file.name in secret["stringData"]
-    assert {"token", "access-key", "secret-key", "iam-password"} <= secret["stringData"].keys()
-    # The commented alternatives point there too.
-    text = (K8S / "configmap.yaml").read_text(encoding="utf-8")
-    for var, key in re.findall(r'#\s*(POLLER_\w+_FILE):\s*"([^"]+)"', text):
-        assert var in FILE_VARS, var
-        assert Path(key).parent == Path(mount["mountPath"])
-        assert Path(key).name in secret["stringData"], key
     # Env from the ConfigMap; secret env only by reference, never inline.
     assert c["envFrom"] == [
         {"configMapRef": {"name": manifests["configmap.yaml"]["metadata"]["name"]}}
     ]
+    refs = {}
     for var in c.get("env", []):
         assert var["name"] in KNOWN_VARS, var["name"]
-        assert "value" not in var or var["name"] not in PLAIN_SECRET_VARS
-        ref = var.get("valueFrom", {}).get("secretKeyRef")
-        if ref:
-            assert ref["name"] == secret["metadata"]["name"]
+        assert "value" not in var, f"{var['name']}: from the ConfigMap or the Secret"
+        ref = var["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == CREDENTIALS
+        refs[var["name"]] = ref["key"]
+    assert refs == {
+        "POLLER_ACCESS_KEY": "access-key",
+        "POLLER_SECRET_KEY": "secret-key",
+        "POLLER_IAM_PASSWORD": "iam-password",
+        "POLLER_REDIS_URL": "redis-url",
+    }
+    assert not set(manifests["configmap.yaml"]["data"]) & PLAIN_SECRET_VARS
 
 
 def test_secret_template_holds_only_placeholders(manifests: Mapping[str, Any]) -> None:
@@ -578,9 +935,7 @@ def test_configmap_sets_every_non_secret_setting_to_a_real_value(
     assert changed_fields(settings) - CONFIGMAP_CHANGED == set(), (
         "configmap.yaml documents defaults that are no longer the code's defaults"
     )
-    # Filled in the way the comments ask, it is a complete configuration for `poller run`.
-    filled = {**data, "POLLER_REGION": "ap-southeast-1", "POLLER_PROJECT_ID": "0123abcd"}
-    settings_from(filled, tmp_path).require_polling()
+    assert settings.auth_methods() == [], "the Secret's keys choose the method"
 
 
 # --- compose -------------------------------------------------------------------------------
