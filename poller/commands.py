@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import Any, Final, TextIO
 
@@ -20,6 +19,7 @@ from poller.intake import Admission, Invalid, build_message, parse_message
 from poller.snapshot import format_timestamp
 from poller.store import Store
 from poller.store.store import CorruptJobState, JobView
+from poller.terminal import use_colour
 from poller.tracking import plan_cancel
 
 Out = TextIO
@@ -228,27 +228,6 @@ _COLOURS = {
 }  # fmt: skip
 
 
-def use_colour(stream: object, env: Mapping[str, str] | None = None) -> bool:
-    """Whether to colour what goes to ``stream``: on a terminal, unless told otherwise.
-
-    ``NO_COLOR`` (any non-empty value, https://no-color.org) turns colour off and wins;
-    ``FORCE_COLOR`` (any non-empty value) turns it on even when ``stream`` is not a terminal;
-    ``TERM=dumb`` turns it off.  ``env`` defaults to the process environment.
-    """
-    env = os.environ if env is None else env
-    if env.get("NO_COLOR"):
-        return False
-    if env.get("FORCE_COLOR"):
-        return True
-    if env.get("TERM") == "dumb":
-        return False
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return bool(isatty()) if callable(isatty) else False
-    except (ValueError, OSError):  # a closed or detached stream
-        return False
-
-
 def colour(status: str, text: str, enabled: bool) -> str:
     """``text`` in the colour of ``status`` when ``enabled`` (see :func:`use_colour`)."""
     code = _COLOURS.get(status)
@@ -443,27 +422,6 @@ async def wait(
 
 # --- dead letters ---------------------------------------------------------------------------
 
-# Move dead-letter records back to intake.  KEYS: dead-letter list, intake queue.
-# ARGV: record, raw message, record, raw message, ...  A record still in the dead-letter list
-# is removed and its raw message pushed onto the intake queue by the same script, so both
-# happen or neither (and a record requeued twice at once moves once).  Returns 1/0 per record
-# (0: it was no longer there).
-# TODO(owner of poller/store): belongs in store/schema.py with a Store.requeue_dead method.
-REQUEUE_DEAD: Final = """
-local t = redis.call('TYPE', KEYS[2])['ok']
-if t ~= 'none' and t ~= 'list' then return redis.error_reply('WRONGTYPE intake queue') end
-local out = {}
-for i = 1, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
-    table.insert(out, 1)
-  else
-    table.insert(out, 0)
-  end
-end
-return out
-"""
-
 
 def _dead_record(record: str) -> dict[str, Any]:
     """A dead-letter record's fields; ``raw`` is ``None`` when the record is unreadable."""
@@ -554,13 +512,12 @@ async def dead_requeue(
     batch: int = 200,
 ) -> int:
     """Move dead letters' raw messages back onto the intake queue, each atomically (see
-    :data:`REQUEUE_DEAD`), oldest first so they are taken in their original order.
+    :meth:`Store.requeue_dead`), oldest first so they are taken in their original order.
 
     ``indexes`` are the numbers ``dead list`` shows; ``None`` means every record there is now
     (those that arrive meanwhile, such as a requeued message that is still invalid, stay).
     An unreadable record stays where it is.
     """
-    script = store.redis.register_script(REQUEUE_DEAD)
     moved = 0
     if indexes is not None:
         chosen = sorted(set(indexes))
@@ -573,9 +530,7 @@ async def dead_requeue(
             if raw is None:
                 raise CommandError(f"dead letter #{index} is unreadable; it has no message")
             pairs.append((index, records[index], raw))
-        done = await script(
-            keys=[store.keys.dead, store.keys.intake], args=[v for _, r, m in pairs for v in (r, m)]
-        )
+        done = await store.requeue_dead([(r, m) for _, r, m in pairs])
         for (index, _, raw), ok in zip(pairs, done, strict=True):
             if int(ok):
                 moved += 1
@@ -593,9 +548,7 @@ async def dead_requeue(
         readable = [(r, m) for r in window if (m := _dead_record(r)["raw"]) is not None]
         skipped += len(window) - len(readable)
         if readable:
-            done = await script(
-                keys=[store.keys.dead, store.keys.intake], args=[v for p in readable for v in p]
-            )
+            done = await store.requeue_dead(readable)
             for (_, raw), ok in zip(readable, done, strict=True):
                 if int(ok):
                     moved += 1

@@ -27,6 +27,7 @@ from poller.sim.auth import DEFAULT_TOKEN
 from poller.sim.config import SimConfig
 from poller.sim.server import running_sim
 from poller.telemetry import configure_logging
+from poller.terminal import use_colour
 
 DEMO_PROJECT = "demo-project"
 DEMO_TOKEN = DEFAULT_TOKEN
@@ -121,7 +122,8 @@ class _Screen:
     def __init__(self, out: TextIO, jobs: list[_Job]) -> None:
         self.out = out
         self.jobs = jobs
-        self.tty = out.isatty()
+        self.tty = out.isatty()  # redraw the progress footer only on a terminal
+        self.colours = use_colour(out)
         self.footer = 0
 
     def _progress(self, job: _Job) -> str:
@@ -135,13 +137,13 @@ class _Screen:
         width = 20
         filled = int(width * done / len(job.tasks)) if job.tasks else 0
         bar = "#" * filled + "-" * (width - filled)
-        status = colour(job.status, state, self.tty)
+        status = colour(job.status, state, self.colours)
         return f" {mark} {job.label:<32} [{bar}] {done:>3}/{len(job.tasks):<3} tasks  {status}"
 
     def event(self, fields: dict[str, str]) -> None:
         if self.tty and self.footer:
             self.out.write(f"\x1b[{self.footer}F\x1b[J")
-        self.out.write(format_event(fields, colours=self.tty) + "\n")
+        self.out.write(format_event(fields, colours=self.colours) + "\n")
         if self.tty:
             lines = [self._progress(j) for j in self.jobs]
             self.out.write("\n".join(lines) + "\n")
@@ -162,7 +164,7 @@ class _Screen:
             outcome = "(unfinished)"
             if final is not None:
                 outcome = f"abandoned: {final.reason}" if final.reason else final.to_status
-            shown = colour(job.status, f"{outcome:<28}", self.tty)
+            shown = colour(job.status, f"{outcome:<28}", self.colours)
             self.out.write(
                 f"  {job.label:<32} {job.job_id:<40} {shown} {job.events:>6} {len(job.tasks):>5}\n"
             )

@@ -35,6 +35,7 @@ from poller import __version__
 from poller.config import Secret, Settings
 from poller.snapshot import Event
 from poller.statuses import TERMINAL_JOB_STATUSES
+from poller.terminal import use_colour
 from poller.tracking import REASON_NOT_FOUND, REASON_REJECTED, REASON_TIMEOUT
 
 # No ``*_created`` series: they double the series count and no dashboard or alert uses them.
@@ -151,7 +152,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=getattr(stream, "isatty", lambda: False)())
+        renderer = structlog.dev.ConsoleRenderer(colors=use_colour(stream))
     level = getattr(logging, settings.log_level.upper())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

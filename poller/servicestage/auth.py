@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import anyio
 from yarl import URL
 
 from poller.backoff import exponential_ceiling
+from poller.clock import SYSTEM_CLOCK, Clock
 from poller.config import Secret, Settings
 from poller.servicestage.models import decode_json, parse_error
 from poller.servicestage.proxy import DIRECT, env_proxy
@@ -206,7 +206,7 @@ class AkSk(_NoUpkeep):
         secret_key: Secret,
         *,
         security_token: Secret | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._ak = access_key
         self._sk = secret_key
@@ -224,7 +224,7 @@ class AkSk(_NoUpkeep):
             access_key=self._ak.reveal(),
             secret_key=self._sk.reveal(),
             security_token=self._token.reveal() if self._token is not None else None,
-            now=self._clock(),
+            now=self._clock.now(),
         )
 
 
@@ -262,7 +262,7 @@ class _Renewed(ABC, Generic[C]):
     to 60 s) and the current credential keeps being used until it really expires.
     """
 
-    def __init__(self, *, clock: Callable[[], float], hooks: AuthHooks | None) -> None:
+    def __init__(self, *, clock: Clock, hooks: AuthHooks | None) -> None:
         self._clock = clock
         self._hooks = hooks or AuthHooks()
         self._current: C | None = None
@@ -300,7 +300,7 @@ class _Renewed(ABC, Generic[C]):
         return self._expires_at - min(300.0, lifetime * 0.1)
 
     def _fresh(self) -> bool:
-        return self._current is not None and self._clock() < self._refresh_due()
+        return self._current is not None and self._clock.now() < self._refresh_due()
 
     def _problem(self, message: str) -> AuthUnavailable:
         self._last_problem = message
@@ -311,7 +311,7 @@ class _Renewed(ABC, Generic[C]):
     def _still_valid(self) -> C:
         """The current credential if it has not expired yet (a failed renewal need not stop
         us)."""
-        if self._current is not None and self._clock() < self._expires_at:
+        if self._current is not None and self._clock.now() < self._expires_at:
             return self._current
         raise AuthUnavailable(self._last_problem or self._nothing_yet)
 
@@ -321,7 +321,7 @@ class _Renewed(ABC, Generic[C]):
 
     async def _ensure(self, *, replace: str | None = None) -> C:
         async with self._lock:
-            now = self._clock()
+            now = self._clock.now()
             current = self._current
             stale = (
                 replace is not None and current is not None and self._identity(current) == replace
@@ -373,9 +373,9 @@ class _Renewed(ABC, Generic[C]):
         """Obtain the credential at start and renew it before it expires, backing off on
         failure."""
         while True:
-            now = self._clock()
+            now = self._clock.now()
             wait = max(self._next_attempt() - now, self._attempted_at + _MIN_RENEWAL_GAP - now)
-            await anyio.sleep(max(0.0, wait))
+            await self._clock.sleep(max(0.0, wait))
             with contextlib.suppress(AuthUnavailable):
                 await self._ensure(replace=self._maintain_replace())
 
@@ -401,7 +401,7 @@ class IamToken(_Renewed[Secret]):
         domain: str,
         project_id: str,
         request_timeout: float = 10.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         hooks: AuthHooks | None = None,
     ) -> None:
         super().__init__(clock=clock, hooks=hooks)
@@ -555,7 +555,7 @@ class MetadataCredentials(_Renewed[TemporaryCredential]):
         *,
         endpoint: str,
         request_timeout: float = 10.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         hooks: AuthHooks | None = None,
     ) -> None:
         super().__init__(clock=clock, hooks=hooks)
@@ -601,7 +601,7 @@ class MetadataCredentials(_Renewed[TemporaryCredential]):
 
     async def _session_token(self, *, renew: bool) -> dict[str, str]:
         """The ``X-Metadata-Token`` header to send (empty where the service has no tokens)."""
-        now = self._clock()
+        now = self._clock.now()
         checked = self._token_checked_at
         if renew or (
             self._metadata_token is None
@@ -642,7 +642,7 @@ class MetadataCredentials(_Renewed[TemporaryCredential]):
             raise self._problem(
                 f"metadata service answered an unusable credential: {exc}"
             ) from None
-        if credential.expires_at <= self._clock():
+        if credential.expires_at <= self._clock.now():
             raise self._problem("metadata service handed out an expired credential")
         return credential, credential.expires_at
 
@@ -658,7 +658,7 @@ class MetadataCredentials(_Renewed[TemporaryCredential]):
             access_key=credential.access_key,
             secret_key=credential.secret_key.reveal(),
             security_token=credential.security_token.reveal(),
-            now=self._clock(),
+            now=self._clock.now(),
         )
 
     async def refresh(self, rejected: Mapping[str, str]) -> None:

@@ -475,6 +475,27 @@ return 'ok'
 """
 )
 
+# Move dead-letter records back to intake.  KEYS: dead-letter list, intake queue.
+# ARGV: record, raw message, record, raw message, ...  A record still in the dead-letter list
+# is removed and its raw message pushed onto the intake queue by the same script, so both
+# happen or neither (and a record requeued twice at once moves once).  Returns 1/0 per record
+# (0: it was no longer there).
+REQUEUE_DEAD: Final = """
+local t = redis.call('TYPE', KEYS[2])['ok']
+if t ~= 'none' and t ~= 'list' then return redis.error_reply('WRONGTYPE intake queue') end
+local out = {}
+for i = 1, #ARGV, 2 do
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    table.insert(out, 1)
+  else
+    table.insert(out, 0)
+  end
+end
+return out
+"""
+
+
 # Global rate limit (GCRA) on the server's clock, shared by every replica.
 # KEYS: ratelimit.  ARGV: emission interval (ms), burst.  Returns ms to wait (0: go).
 ACQUIRE_RATE: Final = """

@@ -168,6 +168,7 @@ class Store:
         self._commit = redis.register_script(schema.COMMIT)
         self._quarantine = redis.register_script(schema.QUARANTINE)
         self._rate = redis.register_script(schema.ACQUIRE_RATE)
+        self._requeue = redis.register_script(schema.REQUEUE_DEAD)
 
     # --- intake -------------------------------------------------------------------------
 
@@ -271,6 +272,16 @@ class Store:
     async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None:
         """Park ``raw`` in the dead-letter list with ``reason`` and take it out of flight."""
         await self._dead_letter_call(self.redis, replica, raw, reason, now)
+
+    async def requeue_dead(self, records: Sequence[tuple[str, str]]) -> list[bool]:
+        """Move ``(record, raw message)`` dead letters back onto the intake queue, each
+        atomically (see ``schema.REQUEUE_DEAD``); False where the record was gone already."""
+        if not records:
+            return []
+        done = await self._requeue(
+            keys=[self.keys.dead, self.keys.intake], args=[v for pair in records for v in pair]
+        )
+        return [bool(int(ok)) for ok in done]
 
     async def heartbeat(self, replica: str, until: float) -> None:
         """Declare ``replica`` alive until ``until``."""

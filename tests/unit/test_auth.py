@@ -15,7 +15,7 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from poller.clock import ManualClock
+from poller.clock import SYSTEM_CLOCK, ManualClock
 from poller.config import Secret, Settings
 from poller.servicestage.auth import (
     AkSk,
@@ -36,12 +36,15 @@ TOKENS = re.compile(r"^http://iam\.test/v3/auth/tokens$")
 API = re.compile(r"^http://api\.test/v3/p/cas/jobs/J\?.*$")
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
+class Clock(ManualClock):
+    """A manual clock whose wall time ``t`` the tests set directly."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        super().__init__(now)
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
 
 
 def token_reply(m: aioresponses, token: str, expires_at: float, repeat: bool = False) -> None:
@@ -60,7 +63,7 @@ async def test_a_thousand_concurrent_requests_cause_one_iam_request() -> None:
     async with aiohttp.ClientSession() as session:
         auth = iam(session, clock)
         with aioresponses() as m:
-            token_reply(m, "tok-1", clock.now + 3600, repeat=True)
+            token_reply(m, "tok-1", clock.t + 3600, repeat=True)
             results: list[dict[str, str]] = []
             async with anyio.create_task_group() as tg:
                 for _ in range(1000):
@@ -78,12 +81,12 @@ async def test_token_is_renewed_ahead_of_expiry_not_after() -> None:
     async with aiohttp.ClientSession() as session:
         auth = iam(session, clock)
         with aioresponses() as m:
-            token_reply(m, "tok-1", clock.now + 1000)
-            token_reply(m, "tok-2", clock.now + 2000)
+            token_reply(m, "tok-1", clock.t + 1000)
+            token_reply(m, "tok-2", clock.t + 2000)
             first = await auth.headers("GET", URL("http://a/"), {}, b"")
-            clock.now += 850  # inside the lifetime, before the last 10 % of it
+            clock.t += 850  # inside the lifetime, before the last 10 % of it
             assert await auth.headers("GET", URL("http://a/"), {}, b"") == first
-            clock.now += 60  # now within the last 10 %: renew before it dies
+            clock.t += 60  # now within the last 10 %: renew before it dies
             second = await auth.headers("GET", URL("http://a/"), {}, b"")
     assert (first["X-Auth-Token"], second["X-Auth-Token"]) == ("tok-1", "tok-2")
     assert auth.fetches == 2
@@ -94,10 +97,10 @@ async def test_concurrent_401s_share_one_refresh() -> None:
     async with aiohttp.ClientSession() as session:
         auth = iam(session, clock)
         with aioresponses() as m:
-            token_reply(m, "tok-1", clock.now + 3600)
+            token_reply(m, "tok-1", clock.t + 3600)
             await auth.headers("GET", URL("http://a/"), {}, b"")
-            clock.now += 10
-            token_reply(m, "tok-2", clock.now + 3600, repeat=True)
+            clock.t += 10
+            token_reply(m, "tok-2", clock.t + 3600, repeat=True)
             async with anyio.create_task_group() as tg:
                 for _ in range(100):
                     tg.start_soon(auth.refresh, {"X-Auth-Token": "tok-1"})
@@ -120,8 +123,8 @@ async def test_iam_unreachable_is_reported_and_retried_later() -> None:
             with pytest.raises(AuthUnavailable, match="IAM unreachable"):
                 await auth.headers("GET", URL("http://a/"), {}, b"")  # remembered, not re-asked
             assert auth.fetches == 1
-            clock.now += 1.5  # past the first retry delay
-            token_reply(m, "tok-1", clock.now + 3600)
+            clock.t += 1.5  # past the first retry delay
+            token_reply(m, "tok-1", clock.t + 3600)
             assert await auth.headers("GET", URL("http://a/"), {}, b"") == {"X-Auth-Token": "tok-1"}
     assert problems[0].startswith("IAM unreachable")
     assert problems[-1] == ""
@@ -134,12 +137,12 @@ async def test_a_failed_renewal_keeps_using_the_token_until_it_expires() -> None
     async with aiohttp.ClientSession() as session:
         auth = iam(session, clock)
         with aioresponses() as m:
-            token_reply(m, "tok-1", clock.now + 1000)
+            token_reply(m, "tok-1", clock.t + 1000)
             await auth.headers("GET", URL("http://a/"), {}, b"")
-            clock.now += 950  # renewal due
+            clock.t += 950  # renewal due
             m.post(TOKENS, status=503, body="<html>\xe9</html>".encode("latin-1"))
             assert await auth.headers("GET", URL("http://a/"), {}, b"") == {"X-Auth-Token": "tok-1"}
-            clock.now += 100  # now expired, and IAM still down
+            clock.t += 100  # now expired, and IAM still down
             m.post(TOKENS, status=503, body=b"")
             with pytest.raises(AuthUnavailable, match="HTTP 503"):
                 await auth.headers("GET", URL("http://a/"), {}, b"")
@@ -173,7 +176,7 @@ async def test_aksk_headers_verify_with_the_same_secret() -> None:
     assert headers["Authorization"].startswith("SDK-HMAC-SHA256 Access=AKID, SignedHeaders=")
     result = verify_request(
         method="GET", url=str(url), headers={**headers, "Host": "api.test"}, body=b"",
-        lookup_secret={"AKID": "SKVALUE"}.get, now=datetime.fromtimestamp(clock.now, UTC),
+        lookup_secret={"AKID": "SKVALUE"}.get, now=datetime.fromtimestamp(clock.t, UTC),
     )  # fmt: skip
     assert result.ok, result.detail
 
@@ -271,13 +274,13 @@ async def test_metadata_credentials_sign_with_their_security_token() -> None:
         auth = metadata(session, clock)
         with aioresponses() as m:
             no_session_tokens(m)
-            credential_reply(m, 1, clock.now + 3600)
+            credential_reply(m, 1, clock.t + 3600)
             headers = await signed(auth)
             (get,) = calls(m, "GET", KEY_URL)
     assert headers["X-Security-Token"] == "sec-tok-1"
     assert headers["Authorization"].startswith("SDK-HMAC-SHA256 Access=TMPAK1, SignedHeaders=")
-    assert verifies(headers, "tmp-sk-1", clock.now)
-    assert not verifies(headers, "tmp-sk-2", clock.now)
+    assert verifies(headers, "tmp-sk-1", clock.t)
+    assert not verifies(headers, "tmp-sk-2", clock.t)
     assert "X-Metadata-Token" not in get.kwargs["headers"]  # the service has no session tokens
     assert get.kwargs["proxy"] is None  # never through a proxy
 
@@ -288,7 +291,7 @@ async def test_a_thousand_concurrent_polls_cause_one_metadata_request() -> None:
         auth = metadata(session, clock)
         with aioresponses() as m:
             no_session_tokens(m)
-            credential_reply(m, 1, clock.now + 3600, repeat=True)
+            credential_reply(m, 1, clock.t + 3600, repeat=True)
             results: list[dict[str, str]] = []
             async with anyio.create_task_group() as tg:
                 for _ in range(1000):
@@ -309,15 +312,15 @@ async def test_metadata_credentials_are_renewed_ahead_of_expiry() -> None:
         auth = metadata(session, clock)
         with aioresponses() as m:
             no_session_tokens(m)
-            credential_reply(m, 1, clock.now + 1000)
-            credential_reply(m, 2, clock.now + 2000)
+            credential_reply(m, 1, clock.t + 1000)
+            credential_reply(m, 2, clock.t + 2000)
             first = await signed(auth)
-            clock.now += 850  # before the last 10 % of its life
+            clock.t += 850  # before the last 10 % of its life
             assert (await signed(auth))["X-Security-Token"] == "sec-tok-1"
-            clock.now += 60  # within the last 10 %, still valid: renew now
+            clock.t += 60  # within the last 10 %, still valid: renew now
             second = await signed(auth)
     assert (first["X-Security-Token"], second["X-Security-Token"]) == ("sec-tok-1", "sec-tok-2")
-    assert verifies(second, "tmp-sk-2", clock.now)
+    assert verifies(second, "tmp-sk-2", clock.t)
     assert auth.fetches == 2
 
 
@@ -327,16 +330,16 @@ async def test_the_same_credential_handed_back_is_kept_and_asked_for_again_later
         auth = metadata(session, clock)
         with aioresponses() as m:
             no_session_tokens(m)
-            credential_reply(m, 1, clock.now + 1000, repeat=True)
+            credential_reply(m, 1, clock.t + 1000, repeat=True)
             await signed(auth)
-            clock.now += 950  # renewal due, but the service has not rotated yet
+            clock.t += 950  # renewal due, but the service has not rotated yet
             assert (await signed(auth))["X-Security-Token"] == "sec-tok-1"
             assert (await signed(auth))["X-Security-Token"] == "sec-tok-1"
             assert auth.fetches == 2  # backing off: not one request per poll
             m.clear()
             no_session_tokens(m)
-            credential_reply(m, 2, clock.now + 1000)
-            clock.now += 1.5  # past the first back-off
+            credential_reply(m, 2, clock.t + 1000)
+            clock.t += 1.5  # past the first back-off
             assert (await signed(auth))["X-Security-Token"] == "sec-tok-2"
     assert auth.fetches == 3
 
@@ -350,18 +353,18 @@ async def test_a_still_valid_credential_is_kept_while_the_metadata_service_is_do
         auth = metadata(session, clock, hooks)
         with aioresponses() as m:
             no_session_tokens(m)
-            credential_reply(m, 1, clock.now + 1000)
+            credential_reply(m, 1, clock.t + 1000)
             await signed(auth)
-            clock.now += 950
+            clock.t += 950
             m.get(KEY_URL, exception=aiohttp.ClientConnectionError("down"), repeat=True)
             assert (await signed(auth))["X-Security-Token"] == "sec-tok-1"
-            clock.now += 100  # expired now, and the service still down
+            clock.t += 100  # expired now, and the service still down
             with pytest.raises(AuthUnavailable, match="metadata service unreachable"):
                 await signed(auth)
             m.clear()
             no_session_tokens(m)
-            credential_reply(m, 2, clock.now + 1000)
-            clock.now += 60  # past any back-off
+            credential_reply(m, 2, clock.t + 1000)
+            clock.t += 60  # past any back-off
             assert (await signed(auth))["X-Security-Token"] == "sec-tok-2"
     assert next(p for p in problems if p) == "metadata service unreachable: ClientConnectionError"
     assert problems[-1] == ""
@@ -377,12 +380,12 @@ async def test_a_session_token_is_used_and_renewed_after_a_401() -> None:
         auth = metadata(session, clock, AuthHooks(secret=seen.append))
         with aioresponses() as m:
             m.put(SESSION_URL, status=200, body="md-session-1")
-            credential_reply(m, 1, clock.now + 1000)
+            credential_reply(m, 1, clock.t + 1000)
             await signed(auth)
-            clock.now += 950
+            clock.t += 950
             m.get(KEY_URL, status=401, body="Unauthorized")  # the session token expired
             m.put(SESSION_URL, status=200, body="md-session-2")
-            credential_reply(m, 2, clock.now + 1000)
+            credential_reply(m, 2, clock.t + 1000)
             assert (await signed(auth))["X-Security-Token"] == "sec-tok-2"
             puts = calls(m, "PUT", SESSION_URL)
             gets = calls(m, "GET", KEY_URL)
@@ -462,8 +465,8 @@ async def test_a_401_gets_one_new_credential_and_the_retry_succeeds() -> None:
         client = ServiceStageClient(session, "http://api.test", auth, clock=ManualClock())
         with aioresponses() as m:
             no_session_tokens(m)
-            credential_reply(m, 1, clock.now + 3600)
-            credential_reply(m, 2, clock.now + 3600)  # e.g. the agency was changed
+            credential_reply(m, 1, clock.t + 3600)
+            credential_reply(m, 2, clock.t + 3600)  # e.g. the agency was changed
             m.get(API, status=401, payload={"error_code": "APIGW.0301"})
             m.get(API, payload=JOB_BODY)
             outcome = await client.fetch_job("p", "J")
@@ -483,7 +486,7 @@ async def test_a_refused_credential_the_service_cannot_replace_pauses_all_pollin
                                     on_auth_problem=problems.append)  # fmt: skip
         with aioresponses() as m:
             no_session_tokens(m)
-            credential_reply(m, 1, clock.now + 3600, repeat=True)
+            credential_reply(m, 1, clock.t + 3600, repeat=True)
             m.get(API, status=401, payload={"error_code": "APIGW.0301"}, repeat=True)
             first = await client.fetch_job("p", "J")
             assert auth.pause_on_unauthorized is True
@@ -494,8 +497,8 @@ async def test_a_refused_credential_the_service_cannot_replace_pauses_all_pollin
             fetches = auth.fetches
             m.clear()
             no_session_tokens(m)
-            credential_reply(m, 2, clock.now + 3600)
-            clock.now += 2  # past the back-off: the next renewal brings another credential
+            credential_reply(m, 2, clock.t + 3600)
+            clock.t += 2  # past the back-off: the next renewal brings another credential
             await auth.refresh({"X-Security-Token": "sec-tok-2"})  # a stale 401: nothing
             assert auth.fetches == fetches
             await auth._ensure(replace=auth._maintain_replace())  # what maintain() does
@@ -513,7 +516,7 @@ async def test_maintain_renews_metadata_credentials_before_they_expire() -> None
     import time
 
     async with aiohttp.ClientSession() as session:
-        auth = metadata(session, time.time)
+        auth = metadata(session, SYSTEM_CLOCK)
         with aioresponses() as m:
             no_session_tokens(m)
             first_expiry = time.time() + 1.0
@@ -538,7 +541,7 @@ async def test_static_temporary_credentials_carry_their_security_token() -> None
     auth = AkSk(Secret("TMPAK"), Secret("tmp-sk"), security_token=Secret("sec-tok"), clock=clock)
     headers = await signed(auth)
     assert headers["X-Security-Token"] == "sec-tok"
-    assert verifies(headers, "tmp-sk", clock.now)
+    assert verifies(headers, "tmp-sk", clock.t)
     plain = await signed(AkSk(Secret("AK"), Secret("SK"), clock=clock))
     assert "X-Security-Token" not in plain
 

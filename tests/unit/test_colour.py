@@ -55,3 +55,24 @@ def test_only_the_status_is_coloured() -> None:
               "from_status": "RUNNING", "to_status": "FAILED", "terminal": "true"}  # fmt: skip
     assert "\x1b[31mFAILED\x1b[0m" in format_event(fields, colours=True)
     assert "\x1b[" not in format_event(fields, colours=False)
+
+
+@pytest.mark.parametrize(("env", "coloured"), [({}, True), ({"NO_COLOR": "1"}, False)])
+def test_console_logs_on_a_terminal_follow_no_color(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], coloured: bool
+) -> None:
+    from poller.config import Settings
+    from poller.telemetry import configure_logging, get_logger
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    terminal = Terminal()
+    configure_logging(Settings(log_format="console"), stream=terminal)
+    try:
+        get_logger().warning("something happened", job_id="JOB-1")
+    finally:
+        configure_logging(Settings(log_format="json"), stream=io.StringIO())
+    assert "something happened" in terminal.getvalue()
+    assert ("\x1b[" in terminal.getvalue()) is coloured
