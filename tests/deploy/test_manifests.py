@@ -908,6 +908,7 @@ def test_secrets_come_only_from_the_secret(manifests: Mapping[str, Any]) -> None
         "POLLER_ACCESS_KEY": "access-key",
         "POLLER_SECRET_KEY": "secret-key",
         "POLLER_IAM_PASSWORD": "iam-password",
+        "POLLER_SECURITY_TOKEN": "security-token",
         "POLLER_REDIS_URL": "redis-url",
     }
     assert not set(manifests["configmap.yaml"]["data"]) & PLAIN_SECRET_VARS
