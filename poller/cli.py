@@ -15,11 +15,11 @@ from redis.exceptions import RedisError
 from poller import __version__, commands
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
-from poller.daemon import StartupError, name_replica, open_store, run_daemon
+from poller.daemon import name_replica, open_store, run_daemon
 from poller.demo import register as register_demo
+from poller.errors import PollerError
 from poller.sim.cli import register as register_sim
 from poller.store import Store
-from poller.store.store import CorruptJobState
 from poller.telemetry import configure_logging
 
 EXIT_USAGE = commands.EXIT_USAGE
@@ -362,28 +362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"poller: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except commands.UsageError as exc:
-        print(f"poller: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except StartupError as exc:
-        print(f"poller: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except PollerError as exc:
+        print(f"poller: {exc.describe()}", file=sys.stderr)
+        return exc.exit_code
     except BrokenPipeError:
         # `poller events | head`: the reader left.  No traceback; point stdout at /dev/null
         # so the interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as other tools end; never a success `wait` did not see
-    except commands.CommandError as exc:
-        print(f"poller: {exc}", file=sys.stderr)
-        return 1
     except RedisError as exc:
         print(f"poller: Redis error: {exc}", file=sys.stderr)
-        return 1
-    except CorruptJobState as exc:
-        print(f"poller: unreadable job state in Redis: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

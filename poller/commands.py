@@ -13,8 +13,10 @@ from typing import Any, Final, TextIO
 import anyio
 from redis.exceptions import RedisError
 
+from poller import errors
 from poller.backoff import Backoff
 from poller.consumer import ConsumerGroup, JobEvent, WaitTimeout, tail_events, wait_for_job
+from poller.errors import PollerError
 from poller.intake import Admission, Invalid, build_message, parse_message
 from poller.snapshot import format_timestamp
 from poller.store import Store
@@ -25,12 +27,14 @@ from poller.tracking import plan_cancel
 Out = TextIO
 
 
-class CommandError(Exception):
+class CommandError(PollerError):
     """A command cannot do what was asked; the message says why (exit 1)."""
 
 
 class UsageError(CommandError):
     """The command line itself is wrong (exit 2, like argparse's own errors)."""
+
+    exit_code = errors.EXIT_USAGE
 
 
 def build_messages(
@@ -321,7 +325,7 @@ async def events(
 # ``poller wait``'s exit codes (the contract in DESIGN.md, "Operations").
 EXIT_SUCCEEDED: Final = 0
 EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
+EXIT_USAGE: Final = errors.EXIT_USAGE  # the same 2 as every command's usage errors
 EXIT_ABANDONED: Final = 3
 EXIT_UNREACHABLE: Final = 4
 EXIT_TIMEOUT: Final = 124

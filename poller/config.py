@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from poller.errors import EXIT_USAGE, PollerError
 from poller.ids import is_valid_id
 
 ENV_PREFIX: Final = "POLLER_"
@@ -27,8 +28,11 @@ DEFAULT_METADATA_ENDPOINT: Final = "http://169.254.169.254"
 CREDENTIAL_SOURCES: Final = ("", "metadata")
 
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message is one line naming it."""
+class ConfigError(PollerError, ValueError):
+    """A setting is missing or malformed; the message is one line naming it (exit 2)."""
+
+    exit_code = EXIT_USAGE
+    label = "configuration error"
 
 
 class Secret:

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from poller.config import Settings, replace, unknown_variables
+from poller.errors import PollerError
 from poller.servicestage.auth import AuthHooks, build_authenticator
 from poller.servicestage.client import Gate, ServiceStageClient
 from poller.servicestage.proxy import env_proxy
@@ -24,8 +25,10 @@ from poller.telemetry import REDACTOR, Health, Metrics, bind_replica, get_logger
 from poller.worker import Worker, default_replica_id
 
 
-class StartupError(Exception):
+class StartupError(PollerError):
     """The daemon cannot start in this environment (e.g. its port is taken); one line."""
+
+    label = "cannot start"
 
 
 def open_store(settings: Settings) -> Store:

@@ -27,6 +27,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from poller.errors import PollerError
 from poller.intake import Admission, Invalid
 from poller.snapshot import StoredSnapshot, format_timestamp
 from poller.store import schema
@@ -116,8 +117,10 @@ def state_from_hash(fields: dict[str, str]) -> JobState:
     )
 
 
-class CorruptJobState(ValueError):
+class CorruptJobState(PollerError, ValueError):
     """A job's stored state cannot be decoded (a hand edit, another program's keys)."""
+
+    label = "unreadable job state in Redis"
 
 
 @dataclass(slots=True)
