@@ -18,7 +18,7 @@ from poller.backoff import Backoff
 from poller.consumer import ConsumerGroup, JobEvent, WaitTimeout, tail_events, wait_for_job
 from poller.errors import PollerError
 from poller.intake import Admission, Invalid, build_message, parse_message
-from poller.snapshot import format_timestamp
+from poller.snapshot import EventKind, format_timestamp
 from poller.store import Store
 from poller.store.store import CorruptJobState, JobView
 from poller.terminal import use_colour
@@ -216,7 +216,7 @@ async def cancel(
         if result in ("ok", "duplicate"):
             if as_json:
                 doc = {"job_id": job_id, "project_id": project_id, "cancelled": True,
-                       "event": "job.abandoned", "seq": view.state.seq}  # fmt: skip
+                       "event": EventKind.JOB_ABANDONED, "seq": view.state.seq}  # fmt: skip
                 out.write(json.dumps(doc) + "\n")
             else:
                 out.write(f"cancelled {job_id}: job.abandoned seq={view.state.seq}\n")
@@ -246,9 +246,9 @@ def format_event(fields: dict[str, str], *, colours: bool = False) -> str:
     )
     to_status = fields.get("to_status", "")
     arrow = f"{fields.get('from_status') or '∅'} → {colour(to_status, to_status, colours)}"
-    if kind == "task.status_changed":
+    if kind == EventKind.TASK_STATUS_CHANGED:
         what = f"task {fields.get('task_index', '')} {fields.get('task_name', '')}: {arrow}"
-    elif kind == "job.status_changed":
+    elif kind == EventKind.JOB_STATUS_CHANGED:
         what = f"JOB {arrow}" + ("  (terminal)" if fields.get("terminal") == "true" else "")
     else:
         what = f"JOB abandoned ({fields.get('reason', '')}: {fields.get('detail', '')})"
@@ -334,7 +334,7 @@ EXIT_TIMEOUT: Final = 124
 def wait_exit_code(final: JobEvent) -> int:
     """``poller wait``'s exit code for a job's final event: 0 SUCCEEDED, 1 ended failed
     (FAILED, PARTIALLY_FAILED, CANCELLED, ROLLBACKED), 3 abandoned (any reason)."""
-    if final.event == "job.abandoned":
+    if final.event == EventKind.JOB_ABANDONED:
         return EXIT_ABANDONED
     return EXIT_SUCCEEDED if final.to_status == "SUCCEEDED" else EXIT_FAILED
 

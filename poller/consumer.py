@@ -49,6 +49,7 @@ from redis.exceptions import RedisError, ResponseError
 from poller.backoff import Backoff
 from poller.config import Settings, load_settings
 from poller.intake import Invalid, build_message, parse_message
+from poller.snapshot import EventKind
 from poller.statuses import is_terminal
 from poller.store.schema import Keys
 from poller.store.store import is_transient
@@ -125,8 +126,8 @@ class JobEvent:
     @property
     def is_final(self) -> bool:
         """True for a job's last event: terminal job status, or abandoned."""
-        return self.event == "job.abandoned" or (
-            self.event == "job.status_changed" and is_terminal(self.to_status)
+        return self.event == EventKind.JOB_ABANDONED or (
+            self.event == EventKind.JOB_STATUS_CHANGED and is_terminal(self.to_status)
         )
 
 

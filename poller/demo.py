@@ -26,6 +26,7 @@ from poller.localredis import LocalRedis, RedisUnavailable
 from poller.sim.auth import DEFAULT_TOKEN
 from poller.sim.config import SimConfig
 from poller.sim.server import running_sim
+from poller.snapshot import EventKind
 from poller.telemetry import configure_logging
 from poller.terminal import use_colour
 
@@ -232,9 +233,9 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                     if job is None:
                         continue
                     job.events += 1
-                    if event.event == "task.status_changed" and event.task_id:
+                    if event.event == EventKind.TASK_STATUS_CHANGED and event.task_id:
                         job.tasks[event.task_id] = event.to_status
-                    elif event.event == "job.status_changed":
+                    elif event.event == EventKind.JOB_STATUS_CHANGED:
                         job.status = event.to_status
                     if event.is_final:
                         job.final = event

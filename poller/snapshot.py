@@ -10,14 +10,29 @@ import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from poller.servicestage.models import JobSnapshot
 from poller.statuses import is_terminal
 
-TASK_STATUS_CHANGED = "task.status_changed"
-JOB_STATUS_CHANGED = "job.status_changed"
-JOB_ABANDONED = "job.abandoned"
+
+class EventKind(StrEnum):
+    """The ``event`` field of a stream entry (the contract's three kinds)."""
+
+    TASK_STATUS_CHANGED = "task.status_changed"
+    JOB_STATUS_CHANGED = "job.status_changed"
+    JOB_ABANDONED = "job.abandoned"
+
+
+class AbandonReason(StrEnum):
+    """The ``reason`` of a ``job.abandoned`` event."""
+
+    NOT_FOUND = "not_found"
+    REJECTED = "rejected"
+    TIMEOUT = "timeout"
+    CANCELLED_BY_OPERATOR = "cancelled_by_operator"
+    CORRUPT_STATE = "corrupt_state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +156,7 @@ def diff_snapshots(
                 seq,
                 observed_at,
                 [
-                    ("event", TASK_STATUS_CHANGED),
+                    ("event", EventKind.TASK_STATUS_CHANGED),
                     ("from_status", old or ""),
                     ("to_status", task.status),
                     ("job_status", current.status),
@@ -163,7 +178,7 @@ def diff_snapshots(
                 seq,
                 observed_at,
                 [
-                    ("event", JOB_STATUS_CHANGED),
+                    ("event", EventKind.JOB_STATUS_CHANGED),
                     ("from_status", old_status or ""),
                     ("to_status", current.status),
                     ("job_status", current.status),
@@ -191,7 +206,7 @@ def abandoned_event(
         seq,
         observed_at,
         [
-            ("event", JOB_ABANDONED),
+            ("event", EventKind.JOB_ABANDONED),
             ("from_status", last),
             ("to_status", last),
             ("job_status", last),

@@ -33,10 +33,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from poller import __version__
 from poller.config import Secret, Settings
-from poller.snapshot import Event
+from poller.snapshot import AbandonReason, Event, EventKind
 from poller.statuses import TERMINAL_JOB_STATUSES
 from poller.terminal import use_colour
-from poller.tracking import REASON_NOT_FOUND, REASON_REJECTED, REASON_TIMEOUT
 
 # No ``*_created`` series: they double the series count and no dashboard or alert uses them.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -299,7 +298,12 @@ class Metrics:
 
 # The reasons a daemon retires a job with (``cancelled_by_operator`` is the ``poller cancel``
 # command's, not the daemon's, so it never shows up in a daemon's metrics).
-ABANDONED_REASONS: Final = (REASON_NOT_FOUND, REASON_REJECTED, REASON_TIMEOUT, "corrupt_state")
+ABANDONED_REASONS: Final = (
+    AbandonReason.NOT_FOUND,
+    AbandonReason.REJECTED,
+    AbandonReason.TIMEOUT,
+    AbandonReason.CORRUPT_STATE,
+)
 FINISHED_STATUSES: Final = (
     *sorted(TERMINAL_JOB_STATUSES),
     *(f"abandoned:{reason}" for reason in ABANDONED_REASONS),
@@ -316,9 +320,9 @@ def final_status(events: Sequence[Event]) -> str | None:
     if not events:
         return None
     last = events[-1].as_dict()
-    if last.get("event") == "job.abandoned":
+    if last.get("event") == EventKind.JOB_ABANDONED:
         return f"abandoned:{last.get('reason') or 'unknown'}"
-    if last.get("event") == "job.status_changed" and last.get("terminal") == "true":
+    if last.get("event") == EventKind.JOB_STATUS_CHANGED and last.get("terminal") == "true":
         return last.get("to_status") or None
     return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from poller.schedule import Policy, backoff_delay, next_interval, with_jitter
 from poller.servicestage.outcomes import (
@@ -21,6 +22,7 @@ from poller.servicestage.outcomes import (
     Transient,
 )
 from poller.snapshot import (
+    AbandonReason,
     Event,
     JobIdentity,
     StoredSnapshot,
@@ -31,10 +33,24 @@ from poller.snapshot import (
 )
 from poller.statuses import is_terminal
 
-REASON_NOT_FOUND = "not_found"
-REASON_REJECTED = "rejected"
-REASON_TIMEOUT = "timeout"
-REASON_CANCELLED = "cancelled_by_operator"
+
+class Outcome(StrEnum):
+    """What one poll came to (``Plan.outcome``; also the ``outcome`` label of the metrics)."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    TERMINAL = "terminal"
+    TRANSIENT = "transient"
+    AUTH_FAILED = "auth_failed"
+    NOT_FOUND = "not_found"
+    REJECTED = "rejected"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    @property
+    def failed(self) -> bool:
+        """The poll got no snapshot and will be retried."""
+        return self in (Outcome.TRANSIENT, Outcome.AUTH_FAILED, Outcome.NOT_FOUND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +88,7 @@ class Plan:
     ``due_at`` is ``None`` when the job is finished (terminal or abandoned) and must retire.
     """
 
-    outcome: str
+    outcome: Outcome
     events: tuple[Event, ...] = ()
     snapshot: StoredSnapshot | None = None
     interval: float = 0.0
@@ -88,7 +104,9 @@ class Plan:
         return self.due_at is None
 
 
-def _abandon(state: JobState, now: float, reason: str, detail: str, outcome: str) -> Plan:
+def _abandon(
+    state: JobState, now: float, reason: AbandonReason, detail: str, outcome: Outcome
+) -> Plan:
     event = abandoned_event(
         state.snapshot,
         identity=state.identity,
@@ -117,13 +135,19 @@ def timed_out(state: JobState, now: float, policy: Policy) -> bool:
 def plan_timeout(state: JobState, now: float, policy: Policy) -> Plan:
     """Abandon a job whose ``job_timeout`` has run out, without polling it again."""
     return _abandon(
-        state, now, REASON_TIMEOUT, f"job_timeout of {policy.job_timeout:g}s exceeded", "timeout"
+        state,
+        now,
+        AbandonReason.TIMEOUT,
+        f"job_timeout of {policy.job_timeout:g}s exceeded",
+        Outcome.TIMEOUT,
     )
 
 
 def plan_cancel(state: JobState, now: float, who: str) -> Plan:
     """Stop tracking on an operator's request."""
-    return _abandon(state, now, REASON_CANCELLED, f"cancelled by {who}", "cancelled")
+    return _abandon(
+        state, now, AbandonReason.CANCELLED_BY_OPERATOR, f"cancelled by {who}", Outcome.CANCELLED
+    )
 
 
 def plan_after_poll(
@@ -135,12 +159,12 @@ def plan_after_poll(
     if timed_out(state, now, policy):
         return plan_timeout(state, now, policy)
     if isinstance(outcome, Rejected):
-        plan = _abandon(state, now, REASON_REJECTED, outcome.detail, "rejected")
+        plan = _abandon(state, now, AbandonReason.REJECTED, outcome.detail, Outcome.REJECTED)
         return dataclasses.replace(plan, request_id=outcome.request_id)
     if isinstance(outcome, NotFound):
         since = state.not_found_since if state.not_found_since is not None else now
         if now - since >= policy.not_found_grace:
-            plan = _abandon(state, now, REASON_NOT_FOUND, outcome.detail, "not_found")
+            plan = _abandon(state, now, AbandonReason.NOT_FOUND, outcome.detail, Outcome.NOT_FOUND)
             return dataclasses.replace(plan, request_id=outcome.request_id)
         attempts = state.attempts + 1
         delay = max(
@@ -148,7 +172,7 @@ def plan_after_poll(
         )
         due = min(now + delay, since + policy.not_found_grace)
         return Plan(
-            outcome="not_found",
+            outcome=Outcome.NOT_FOUND,
             snapshot=state.snapshot,
             interval=state.interval,
             attempts=attempts,
@@ -160,7 +184,7 @@ def plan_after_poll(
     retry_after = outcome.retry_after if isinstance(outcome, Transient) else None
     detail = outcome.reason if isinstance(outcome, Transient) else f"unauthorized: {outcome.detail}"
     attempts = state.attempts + 1
-    kind = "transient" if isinstance(outcome, Transient) else "auth_failed"
+    kind = Outcome.TRANSIENT if isinstance(outcome, Transient) else Outcome.AUTH_FAILED
     assert isinstance(outcome, Transient | AuthFailed)
     return Plan(
         outcome=kind,
@@ -189,12 +213,12 @@ def _plan_fetched(
     stored = merge_snapshot(state.snapshot, current)
     changed = bool(events)
     if is_terminal(current.status):
-        return Plan(outcome="terminal", events=tuple(events), snapshot=stored, due_at=None)
+        return Plan(outcome=Outcome.TERMINAL, events=tuple(events), snapshot=stored, due_at=None)
     if timed_out(state, now, policy):
         bumped = dataclasses.replace(state, snapshot=stored, seq=state.seq + len(events))
         final = plan_timeout(bumped, now, policy)
         return Plan(
-            outcome="timeout",
+            outcome=Outcome.TIMEOUT,
             events=(*events, *final.events),
             snapshot=stored,
             due_at=None,
@@ -202,7 +226,7 @@ def _plan_fetched(
         )
     interval = next_interval(policy, state.interval, changed=changed)
     return Plan(
-        outcome="changed" if changed else "unchanged",
+        outcome=Outcome.CHANGED if changed else Outcome.UNCHANGED,
         events=tuple(events),
         snapshot=stored,
         interval=interval,

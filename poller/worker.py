@@ -29,6 +29,7 @@ from poller.intake import Admission, Invalid, parse_message
 from poller.leases import Lease, Leases, ShutdownBudget
 from poller.ports import JobFetcher, JobStore
 from poller.schedule import Policy
+from poller.snapshot import AbandonReason, EventKind
 from poller.store import is_transient, job_member
 from poller.store.store import AdmitResult
 from poller.telemetry import Health, Metrics, get_logger
@@ -200,7 +201,7 @@ class Worker(Generic[StoreT]):
             return 0.0
         backoff.succeeded()
         for member, reason in claim.quarantined:
-            self.metrics.finished("abandoned:corrupt_state")
+            self.metrics.finished(f"abandoned:{AbandonReason.CORRUPT_STATE}")
             self.log.error("job state unreadable; retired as corrupt_state",
                            member=member, reason=reason)  # fmt: skip
         for state in claim.jobs:
@@ -303,8 +304,8 @@ class Worker(Generic[StoreT]):
         if await self.store.quarantine(lease.member, state.token, reason, self.clock()):
             lease.committed = True
             self.metrics.commits.labels("corrupt").inc()
-            self.metrics.finished("abandoned:corrupt_state")
-            self.metrics.events.labels("job.abandoned").inc()
+            self.metrics.finished(f"abandoned:{AbandonReason.CORRUPT_STATE}")
+            self.metrics.events.labels(EventKind.JOB_ABANDONED).inc()
             self.log.error("job retired as corrupt_state", job_id=state.job_id,
                            project_id=state.project_id, reason=reason)  # fmt: skip
 
@@ -323,7 +324,7 @@ class Worker(Generic[StoreT]):
                 to_status=fields["to_status"],
                 reason=fields.get("reason"),
             )
-        if plan.outcome in ("transient", "auth_failed", "not_found"):
+        if plan.outcome.failed:
             bound.info(
                 "poll failed",
                 outcome=plan.outcome,
