@@ -6,8 +6,15 @@
 #
 # Two stages: the builder installs the package and its pinned dependencies
 # (deploy/constraints.txt, the versions the test suite ran against) into a virtualenv at
-# /opt/venv; the runtime stage is a clean python:3.11-slim with only that virtualenv copied in,
-# running as an unprivileged fixed UID (10001) that Kubernetes' runAsNonRoot can verify.
+# /opt/venv, then removes pip and setuptools from it (installers the daemon never runs: about
+# half the virtualenv); the runtime stage is a clean python:3.11-slim with only that virtualenv
+# copied in, running as an unprivileged fixed UID (10001) that Kubernetes' runAsNonRoot can
+# verify.
+#
+# Without PyPI (an internal mirror, an offline CI), point the builder's pip elsewhere:
+#   --build-arg PIP_INDEX_URL=https://mirror.example/simple
+# tests/container builds this image in the test suite that way, from a wheelhouse it serves on
+# the build host's loopback.
 #
 # For fully reproducible builds pin the base image by digest as well, e.g.
 #   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>
@@ -17,6 +24,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- builder -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
+
+# Where pip looks for packages (builder stage only: it never reaches the runtime image).
+ARG PIP_INDEX_URL=https://pypi.org/simple
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -32,11 +42,14 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --requirement deploy/constraints.txt
 
 # Then the package itself (README.md is the package's long description, so the build needs it).
-# pip check fails the build if the constraints no longer satisfy pyproject.toml.
+# pip check fails the build if the constraints no longer satisfy pyproject.toml.  Then pip and
+# setuptools leave the virtualenv (nothing imports them at run time; the daemon installs nothing)
+# and the daemon must still start without them.
 COPY pyproject.toml README.md ./
 COPY poller/ poller/
 RUN /opt/venv/bin/pip install --no-cache-dir --constraint deploy/constraints.txt . \
     && /opt/venv/bin/pip check \
+    && /opt/venv/bin/python -m pip uninstall --yes --quiet setuptools pip \
     && /opt/venv/bin/poller --version
 
 # --- runtime -------------------------------------------------------------------------------

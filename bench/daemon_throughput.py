@@ -63,6 +63,18 @@ def scrape(port: int) -> str:
         return str(resp.read().decode())
 
 
+def _wait_for_metrics(port: int, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def total(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
@@ -105,6 +117,8 @@ def run_phase(
             )
         )
     try:
+        for port in ports:  # a loaded machine may take a while to start a daemon
+            _wait_for_metrics(port)
         time.sleep(args.warmup)
         before = [(scrape(p), cpu_seconds(proc.pid)) for p, proc in zip(ports, procs, strict=True)]
         t0 = time.monotonic()
