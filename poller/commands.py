@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import Any, Final, TextIO
@@ -22,7 +21,6 @@ from poller.snapshot import EventKind, format_timestamp
 from poller.store import Store
 from poller.store.store import CorruptJobState, JobView
 from poller.terminal import use_colour
-from poller.tracking import plan_cancel
 
 Out = TextIO
 
@@ -201,29 +199,23 @@ async def cancel(
 ) -> int:
     """Stop tracking a job, publishing ``job.abandoned`` reason ``cancelled_by_operator``.
 
-    The commit is fenced like a worker's: it takes over any lease in progress, so a worker
-    polling the job at that moment publishes nothing afterwards.  With ``as_json`` it prints
+    One store operation (:meth:`Store.cancel`): it takes over any lease in progress, so a
+    worker polling the job at that moment publishes nothing afterwards.  With ``as_json`` it prints
     ``{"job_id", "project_id", "cancelled": true, "event": "job.abandoned", "seq"}``.
     """
-    commit_id = uuid.uuid4().hex
-    for _ in range(50):
-        view = await store.get_job(project_id, job_id)
-        if view is None or not view.tracking:
-            raise CommandError(f"job {job_id} (project {project_id}) is not being tracked")
-        # the daemon's times are Redis's clock (see Worker.clock); use the same here
-        now = clock() if clock is not None else await store.server_time()
-        result = await store.commit(view.state, plan_cancel(view.state, now, who), now, commit_id)
-        if result in ("ok", "duplicate"):
-            if as_json:
-                doc = {"job_id": job_id, "project_id": project_id, "cancelled": True,
-                       "event": EventKind.JOB_ABANDONED, "seq": view.state.seq}  # fmt: skip
-                out.write(json.dumps(doc) + "\n")
-            else:
-                out.write(f"cancelled {job_id}: job.abandoned seq={view.state.seq}\n")
-            return 0
-        if result == "gone":
-            raise CommandError(f"job {job_id} finished before it could be cancelled")
-    raise CommandError(f"job {job_id} kept changing; try again")
+    view = await store.get_job(project_id, job_id)
+    # the daemon's times are Redis's clock (see Worker.clock); use the same here
+    now = clock() if clock is not None else await store.server_time()
+    if view is None or not await store.cancel(project_id, job_id, who, now):
+        raise CommandError(f"job {job_id} (project {project_id}) is not being tracked")
+    seq = (await store.get_job(project_id, job_id) or view).state.seq - 1  # the final event's
+    if as_json:
+        doc = {"job_id": job_id, "project_id": project_id, "cancelled": True,
+               "event": EventKind.JOB_ABANDONED, "seq": seq}  # fmt: skip
+        out.write(json.dumps(doc) + "\n")
+    else:
+        out.write(f"cancelled {job_id}: job.abandoned seq={seq}\n")
+    return 0
 
 
 _COLOURS = {

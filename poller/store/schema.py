@@ -17,6 +17,7 @@ key                            type     what
                                         number; kept ``seq_memory`` after the job ends
 ``P:claim:{replica}``          STRING   the replica's last claim (ID and leases), for retries
 ``P:ratelimit``                STRING   GCRA theoretical arrival time for the global rate limit
+``P:forward:dead``             LIST     webhook deliveries ``poller forward`` gave up on (JSON)
 =============================  =======  ===============================================
 
 Job hash fields: ``project job instance meta`` (identity), ``state`` (``tracking``,
@@ -149,6 +150,10 @@ class Keys:
     def ratelimit(self) -> str:
         return f"{self.prefix}:ratelimit"
 
+    @property
+    def forward_dead(self) -> str:
+        return f"{self.prefix}:forward:dead"
+
 
 # Shared by the scripts: a key's type, and whether it is absent or of the wanted type.
 _PRELUDE: Final = """
@@ -226,20 +231,28 @@ redis.call('LPUSH', KEYS[1], ARGV[2])
 return 1
 """
 
-# Retire a job whose state cannot be used (undecodable, keys of another type, polls that keep
-# crashing) and tell its consumers: a final ``job.abandoned`` with reason ``corrupt_state`` on
-# every stream that can take it, and a record in the dead-letter list.
+# End tracking of a job and tell its consumers: a final ``job.abandoned`` on every stream that
+# can take it, whatever the job's state (it may be unreadable: undecodable, keys of another
+# type, polls that keep crashing).  Used for ``corrupt_state`` (by the lease holder) and for an
+# operator's cancel (``*`` as the token: any lease, which the cancel takes over).
 # KEYS: schedule, job hash, dead, global stream, job stream, job ID record.
-# ARGV: member, token, record, retention, job id, project id, observed_at, detail, maxlen,
-#       seq memory.
-# Returns 1, or 0 when the lease is no longer the caller's.  A hash is kept for the retention
-# period for inspection; a key of another type is left alone.
-QUARANTINE: Final = _lua(
+# ARGV: member, token ('*': the operator), dead-letter record ('' for none), retention,
+#       job id, project id, observed_at, detail, maxlen, seq memory, reason, final state,
+#       outcome, now (epoch seconds).
+# Returns 1, or 0 when the lease is no longer the caller's (or, for the operator, when the job
+# is not being tracked).  A hash is kept for the retention period; a key of another type is
+# left alone.
+ABANDON: Final = _lua(
     _PRELUDE
     + """
 local is_hash = kind(KEYS[2]) == 'hash'
-if is_hash and redis.call('HGET', KEYS[2], '${f_token}') ~= ARGV[2] then return 0 end
-if not is_hash and ARGV[2] ~= '' then return 0 end
+if ARGV[2] == '*' then
+  if not is_hash or redis.call('HGET', KEYS[2], '${f_state}') ~= '${s_tracking}' then return 0 end
+elseif is_hash and redis.call('HGET', KEYS[2], '${f_token}') ~= ARGV[2] then
+  return 0
+elseif not is_hash and ARGV[2] ~= '' then
+  return 0
+end
 local seq = 1
 local last, meta = '', ''
 if is_hash then
@@ -264,7 +277,7 @@ if job_stream_ok then
 end
 local fields = {'event', 'job.abandoned', 'job_id', ARGV[5], 'project_id', ARGV[6],
   'seq', string.format('%d', seq), 'observed_at', ARGV[7], 'from_status', last,
-  'to_status', last, 'job_status', last, 'reason', 'corrupt_state', 'detail', ARGV[8]}
+  'to_status', last, 'job_status', last, 'reason', ARGV[11], 'detail', ARGV[8]}
 if meta ~= '' then table.insert(fields, '${f_meta}'); table.insert(fields, meta) end
 if usable(KEYS[4], 'stream') then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
@@ -279,10 +292,13 @@ if ref_ok then
 end
 if usable(KEYS[1], 'zset') then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if is_hash then
-  redis.call('HSET', KEYS[2], '${f_state}', '${s_quarantined}', '${f_token}', '', '${f_owner}', '')
+  redis.call('HSET', KEYS[2], '${f_state}', ARGV[12], '${f_token}', '', '${f_owner}', '',
+             '${f_lease_until}', '', '${f_seq}', string.format('%d', seq + 1),
+             '${f_finished_at}', ARGV[14], '${f_outcome}', ARGV[13], '${f_last_error}',
+             ARGV[11] .. ': ' .. ARGV[8])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
-if usable(KEYS[3], 'list') then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+if ARGV[3] ~= '' and usable(KEYS[3], 'list') then redis.call('LPUSH', KEYS[3], ARGV[3]) end
 return 1
 """
 )

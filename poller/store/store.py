@@ -29,10 +29,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from poller.errors import PollerError
 from poller.intake import Admission, Invalid
-from poller.snapshot import StoredSnapshot, format_timestamp
+from poller.snapshot import AbandonReason, StoredSnapshot, format_timestamp
 from poller.store import schema
-from poller.store.schema import F, Keys, job_member
-from poller.tracking import JobState, Plan
+from poller.store.schema import STATE_QUARANTINED, F, Keys, job_member
+from poller.tracking import JobState, Outcome, Plan
 
 CommitResult = Literal["ok", "duplicate", "fenced", "gone", "corrupt"]
 AdmitResult = Literal["admitted", "tracked", "finished", "conflict", "corrupt"]
@@ -169,7 +169,7 @@ class Store:
         self._renew = redis.register_script(schema.RENEW_LEASES)
         self._release = redis.register_script(schema.RELEASE)
         self._commit = redis.register_script(schema.COMMIT)
-        self._quarantine = redis.register_script(schema.QUARANTINE)
+        self._abandon = redis.register_script(schema.ABANDON)
         self._rate = redis.register_script(schema.ACQUIRE_RATE)
         self._requeue = redis.register_script(schema.REQUEUE_DEAD)
 
@@ -356,8 +356,33 @@ class Store:
         """Retire a job whose state is unusable: a final ``job.abandoned`` (``corrupt_state``)
         on its streams, and a record of why in the dead-letter list."""
         record = json.dumps({"raw": member, "reason": reason, "at": format_timestamp(now)})
+        return await self._abandon_job(
+            member, token, record, now, AbandonReason.CORRUPT_STATE, reason,
+            STATE_QUARANTINED, "corrupt",
+        )  # fmt: skip
+
+    async def cancel(self, project_id: str, job_id: str, who: str, now: float) -> bool:
+        """End tracking on an operator's request: a final ``job.abandoned`` reason
+        ``cancelled_by_operator``, in one step, whoever holds the job's lease (a worker
+        polling it then commits nothing).  False when the job is not being tracked."""
+        return await self._abandon_job(
+            job_member(project_id, job_id), "*", "", now, AbandonReason.CANCELLED_BY_OPERATOR,
+            f"cancelled by {who}", schema.STATE_FINISHED, Outcome.CANCELLED,
+        )  # fmt: skip
+
+    async def _abandon_job(
+        self,
+        member: str,
+        token: str,
+        record: str,
+        now: float,
+        reason: str,
+        detail: str,
+        final_state: str,
+        outcome: str,
+    ) -> bool:
         project_id, _, job_id = member.partition(":")
-        result = await self._quarantine(
+        result = await self._abandon(
             keys=[
                 self.keys.schedule,
                 self.keys.job(member),
@@ -367,18 +392,11 @@ class Store:
                 self.keys.jobref(job_id),
             ],
             args=[
-                member,
-                token,
-                record,
-                max(1, int(self.retention)),
-                job_id,
-                project_id,
-                format_timestamp(now),
-                reason,
-                self.maxlen,
-                max(1, int(self.seq_memory)),
+                member, token, record, max(1, int(self.retention)), job_id, project_id,
+                format_timestamp(now), detail, self.maxlen, max(1, int(self.seq_memory)),
+                reason, final_state, outcome, repr(now),
             ],
-        )
+        )  # fmt: skip
         return bool(int(result))
 
     async def server_time(self) -> float:

@@ -185,3 +185,23 @@ async def test_start_up_is_quiet_on_a_durable_redis(own_redis: LocalRedis) -> No
         assert await durability_warnings(redis) == []
     finally:
         await redis.aclose()
+
+
+async def test_an_operator_cancel_is_one_step_that_fences_the_lease_holder(store: Store) -> None:
+    await admit(store)
+    state = await claim_one(store, "r1", NOW)  # a worker is polling it right now
+    assert await store.cancel("proj", "JOB-1", "alice", NOW + 1)
+    plan = plan_after_poll(state, snapshot("RUNNING", "RUNNING"), now=NOW + 2, policy=POLICY,
+                           rng=random.Random(1))  # fmt: skip
+    assert await store.commit(state, plan, NOW + 2) == "gone"  # the worker publishes nothing
+    (only,) = await _events(store, "JOB-1")
+    assert (only["event"], only["reason"], only["seq"]) == (
+        "job.abandoned",
+        "cancelled_by_operator",
+        "1",
+    )
+    assert only["detail"] == "cancelled by alice"
+    view = await store.get_job("proj", "JOB-1")
+    assert view is not None
+    assert (view.tracking, view.outcome, view.state.seq) == (False, "cancelled", 2)
+    assert not await store.cancel("proj", "JOB-1", "alice", NOW + 3)  # not tracked any more
