@@ -143,13 +143,6 @@ def plan_timeout(state: JobState, now: float, policy: Policy) -> Plan:
     )
 
 
-def plan_cancel(state: JobState, now: float, who: str) -> Plan:
-    """Stop tracking on an operator's request."""
-    return _abandon(
-        state, now, AbandonReason.CANCELLED_BY_OPERATOR, f"cancelled by {who}", Outcome.CANCELLED
-    )
-
-
 def plan_after_poll(
     state: JobState, outcome: PollOutcome, *, now: float, policy: Policy, rng: random.Random
 ) -> Plan:

@@ -10,7 +10,7 @@ from poller.schedule import Policy
 from poller.servicestage.models import JobSnapshot, Task
 from poller.servicestage.outcomes import Fetched, Transient
 from poller.store import Store
-from poller.tracking import JobState, plan_after_poll, plan_cancel
+from poller.tracking import JobState, plan_after_poll
 
 POLICY = Policy(poll_interval=1, poll_interval_max=5)
 NOW = 1_000_000.0
@@ -152,17 +152,6 @@ async def test_transient_failure_commits_backoff_without_events(store: Store) ->
     assert view is not None
     assert view.state.attempts == 1
     assert view.state.last_error == "HTTP 502"
-
-
-async def test_cancel_plan_takes_over_a_held_lease(store: Store) -> None:
-    await admit(store)
-    worker = await claim_one(store, "r1", NOW)
-    view = await store.get_job("proj", "JOB-1")
-    assert view is not None
-    assert await store.commit(view.state, plan_cancel(view.state, NOW, "op"), NOW) == "ok"
-    assert await poll_and_commit(store, worker, snapshot("RUNNING"), NOW) == "gone"
-    (only,) = [f for _, f in await store.read_events("JOB-1")]
-    assert (only["event"], only["reason"]) == ("job.abandoned", "cancelled_by_operator")
 
 
 async def test_dead_letter_records_raw_reason_and_time(store: Store) -> None:

@@ -10,7 +10,7 @@ from poller.schedule import Policy, backoff_delay, next_interval, with_jitter
 from poller.servicestage.models import JobSnapshot, Task
 from poller.servicestage.outcomes import AuthFailed, Fetched, NotFound, Rejected, Transient
 from poller.snapshot import merge_snapshot
-from poller.tracking import JobState, plan_after_poll, plan_cancel, plan_timeout
+from poller.tracking import JobState, plan_after_poll, plan_timeout
 
 POLICY = Policy(poll_interval=2, poll_interval_max=30, backoff_initial=1, backoff_max=60,
                 job_timeout=100, not_found_grace=60)  # fmt: skip
@@ -167,8 +167,5 @@ def test_terminal_status_wins_over_timeout() -> None:
     assert [e.as_dict()["event"] for e in plan.events][-1] == "job.status_changed"
 
 
-def test_timeout_and_cancel_plans_use_the_next_seq() -> None:
+def test_a_timeout_plan_uses_the_next_seq() -> None:
     assert plan_timeout(state(seq=8), 1200, POLICY).events[0].as_dict()["seq"] == "8"
-    cancel = plan_cancel(state(seq=4), 1200, "alice").events[0].as_dict()
-    assert (cancel["seq"], cancel["reason"]) == ("4", "cancelled_by_operator")
-    assert "alice" in cancel["detail"]
