@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from poller.schedule import Policy, backoff_delay, next_interval, with_jitter
+from poller.policy import Policy, backoff_delay, next_interval, with_jitter
 from poller.servicestage.outcomes import (
     AuthFailed,
     Fetched,

@@ -27,8 +27,8 @@ from poller.clock import SYSTEM_CLOCK, Clock, ServerClock
 from poller.config import Settings
 from poller.intake import Admission, Invalid, parse_message
 from poller.leases import Lease, Leases, ShutdownBudget
+from poller.policy import Policy
 from poller.ports import JobFetcher, JobStore
-from poller.schedule import Policy
 from poller.snapshot import AbandonReason, EventKind
 from poller.store import is_transient, job_member
 from poller.store.store import AdmitResult
@@ -130,7 +130,7 @@ class Worker(Generic[StoreT]):
                 tg.start_soon(self._housekeeping_loop)
                 tg.start_soon(self.leases.renew_forever)
                 tg.start_soon(self._sweep_loop)
-                await self._schedule_loop()
+                await self._claim_loop()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.budget.hand_back):
@@ -173,7 +173,7 @@ class Worker(Generic[StoreT]):
 
     # --- scheduling -------------------------------------------------------------------------
 
-    async def _schedule_loop(self) -> None:
+    async def _claim_loop(self) -> None:
         async with anyio.create_task_group() as polls:
             backoff = Backoff(initial=0.1, cap=5.0, rng=self.rng)
             while not self._stopping.is_set():

@@ -4,9 +4,9 @@ Start one in-process with :func:`running_sim`, or from the shell with ``poller s
 """
 
 from poller.sim._fields import ScenarioError
-from poller.sim.aksk import AkSkAuthenticator
+from poller.sim.aksk import AkSkVerifier
 from poller.sim.app import create_app
-from poller.sim.auth import DEFAULT_TOKEN, Authenticator, TokenAuthenticator, Verdict, token_auth
+from poller.sim.auth import DEFAULT_TOKEN, RequestVerifier, TokenVerifier, Verdict, token_auth
 from poller.sim.config import DEFAULT_PROJECT_ID, SimConfig, config_from_scenario
 from poller.sim.credentials import IamUser
 from poller.sim.faults import FaultConfig, FaultKind, parse_faults
@@ -24,27 +24,27 @@ from poller.sim.scenario import (
 )
 from poller.sim.server import SimHandle, running_sim, serve_forever
 from poller.sim.state import DuplicateJobError
-from poller.sim.tokens import IssuedTokenAuthenticator, IssuedTokens
+from poller.sim.tokens import IssuedTokens, IssuedTokenVerifier
 
 __all__ = [
     "DEFAULT_PROJECT_ID",
     "DEFAULT_TOKEN",
-    "AkSkAuthenticator",
-    "Authenticator",
+    "AkSkVerifier",
     "DuplicateJobError",
     "FaultConfig",
     "FaultKind",
     "IamUser",
-    "IssuedTokenAuthenticator",
+    "IssuedTokenVerifier",
     "IssuedTokens",
     "JobSpec",
+    "RequestVerifier",
     "Scenario",
     "ScenarioError",
     "SimConfig",
     "SimHandle",
     "Step",
     "TaskSpec",
-    "TokenAuthenticator",
+    "TokenVerifier",
     "Verdict",
     "config_from_scenario",
     "create_app",

@@ -41,7 +41,7 @@ from poller.sim.credentials import (
 )
 
 #: The request body, when the handler has read it (aiohttp reads bodies asynchronously and
-#: :meth:`AkSkAuthenticator.verify` is synchronous).  Absent means an empty body.
+#: :meth:`AkSkVerifier.verify` is synchronous).  Absent means an empty body.
 REQUEST_BODY: Final = web.RequestKey("poller_sim_request_body", bytes)
 
 SIGNATURE_FAIL: Final = "verify aksk signature fail"
@@ -92,7 +92,7 @@ class _KeyState:
     locked_until: float | None = None
 
 
-class AkSkAuthenticator:
+class AkSkVerifier:
     """Verifies ``Authorization: SDK-HMAC-SHA256 ...`` against ``access_keys`` (AK -> SK).
 
     Abstains without an ``Authorization`` header.  Rejections are 401 ``APIGW.0301`` with the
@@ -150,7 +150,7 @@ class AkSkAuthenticator:
         self._abstain_unknown = abstain_unknown
 
     def __repr__(self) -> str:
-        return f"AkSkAuthenticator(access_keys={sorted(self._keys)!r})"
+        return f"AkSkVerifier(access_keys={sorted(self._keys)!r})"
 
     @property
     def access_key_ids(self) -> tuple[str, ...]:

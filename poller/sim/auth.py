@@ -1,6 +1,6 @@
 """Who may call the emulated API: a small seam for token, AK/SK or IAM-issued credentials.
 
-Each :class:`Authenticator` looks at the credentials of its own kind.  A request is accepted when
+Each :class:`RequestVerifier` looks at the credentials of its own kind.  A request is accepted when
 any authenticator accepts it; otherwise the first rejection is answered with 401 ``APIGW.0301``.
 """
 
@@ -33,7 +33,7 @@ ACCEPTED: Final = Verdict(accepted=True)
 NO_CREDENTIALS: Final = Verdict(accepted=False, detail="x-auth-token not found")
 
 
-class Authenticator(Protocol):
+class RequestVerifier(Protocol):
     """Checks one kind of credentials."""
 
     def verify(self, request: web.BaseRequest) -> Verdict | None:
@@ -41,7 +41,7 @@ class Authenticator(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class TokenAuthenticator:
+class TokenVerifier:
     """Accepts an ``X-Auth-Token`` header equal to one of ``tokens``."""
 
     tokens: frozenset[str]
@@ -56,12 +56,12 @@ class TokenAuthenticator:
         return Verdict(accepted=False, detail="decrypt token fail")
 
 
-def token_auth(tokens: Iterable[str]) -> TokenAuthenticator:
-    """A :class:`TokenAuthenticator` for ``tokens``."""
-    return TokenAuthenticator(frozenset(tokens))
+def token_auth(tokens: Iterable[str]) -> TokenVerifier:
+    """A :class:`TokenVerifier` for ``tokens``."""
+    return TokenVerifier(frozenset(tokens))
 
 
-def authenticate(authenticators: tuple[Authenticator, ...], request: web.BaseRequest) -> Verdict:
+def authenticate(authenticators: tuple[RequestVerifier, ...], request: web.BaseRequest) -> Verdict:
     """Accept when any authenticator accepts (or there are none); else the first rejection."""
     if not authenticators:
         return ACCEPTED

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from poller.sim.auth import DEFAULT_TOKEN, Authenticator, TokenAuthenticator
+from poller.sim.auth import DEFAULT_TOKEN, RequestVerifier, TokenVerifier
 from poller.sim.credentials import (
     DEFAULT_AKSK_LOCK_SECONDS,
     DEFAULT_AKSK_MAX_FAILURES,
@@ -21,8 +21,8 @@ from poller.sim.scenario import JobSpec, Scenario
 
 DEFAULT_PROJECT_ID: Final = "sim-project"
 DEFAULT_PAGE_CAP: Final = 50
-DEFAULT_AUTHENTICATORS: Final[tuple[Authenticator, ...]] = (
-    TokenAuthenticator(frozenset({DEFAULT_TOKEN})),
+DEFAULT_AUTHENTICATORS: Final[tuple[RequestVerifier, ...]] = (
+    TokenVerifier(frozenset({DEFAULT_TOKEN})),
 )
 NO_FAULTS: Final = FaultConfig()
 
@@ -59,7 +59,7 @@ class SimConfig:
     jobs: tuple[JobSpec, ...] = ()
     page_cap: int = DEFAULT_PAGE_CAP
     upper_case_keys: bool = False
-    authenticators: tuple[Authenticator, ...] = DEFAULT_AUTHENTICATORS
+    authenticators: tuple[RequestVerifier, ...] = DEFAULT_AUTHENTICATORS
     faults: FaultConfig = NO_FAULTS
     manual_clock: bool = False
     time_scale: float = 1.0
@@ -94,7 +94,7 @@ class SimConfig:
         """The tokens accepted by the token authenticators, sorted."""
         found: set[str] = set()
         for authenticator in self.authenticators:
-            if isinstance(authenticator, TokenAuthenticator):
+            if isinstance(authenticator, TokenVerifier):
                 found.update(authenticator.tokens)
         return tuple(sorted(found))
 

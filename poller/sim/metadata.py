@@ -44,7 +44,7 @@ from poller.servicestage.auth import (
     METADATA_TOKEN_TTL_HEADER,
     SECURITY_KEY_PATH,
 )
-from poller.sim.aksk import AkSkAuthenticator, TemporaryKey
+from poller.sim.aksk import AkSkVerifier, TemporaryKey
 from poller.sim.credentials import check_seconds
 from poller.sim.iam import rfc3339
 from poller.sim.state import STATE, SimState
@@ -219,7 +219,7 @@ def add_metadata(app: web.Application) -> MetadataService:
     app.router.add_put(METADATA_TOKEN_PATH, put_session_token)
     app.router.add_get("/_sim/metadata", read_metadata)
     app.router.add_post("/_sim/metadata", control_metadata)
-    verifier = AkSkAuthenticator(
+    verifier = AkSkVerifier(
         {},
         lock_seconds=config.aksk_lock_seconds,
         max_failures=config.aksk_max_failures,

@@ -38,7 +38,7 @@ class TaskState:
 
 
 @dataclass(frozen=True, slots=True)
-class JobState:
+class EmulatedJobState:
     """The job's status and its visible tasks, ordered by ``task_index``."""
 
     execution_status: str
@@ -78,7 +78,7 @@ def state_version(points: tuple[float, ...], elapsed: float) -> int:
     return bisect_right(points, elapsed)
 
 
-def state_at(job: JobSpec, elapsed: float) -> JobState:
+def state_at(job: JobSpec, elapsed: float) -> EmulatedJobState:
     """The job's true state ``elapsed`` seconds after its creation (visible or not).
 
     A task is absent before its first step; afterwards it is in the status of its latest step
@@ -89,7 +89,9 @@ def state_at(job: JobSpec, elapsed: float) -> JobState:
         task_state for task in job.tasks if (task_state := _task_state(task, elapsed)) is not None
     ]
     tasks.sort(key=lambda t: t.task_index)
-    return JobState(execution_status=(status or job.job_status[0]).status, tasks=tuple(tasks))
+    return EmulatedJobState(
+        execution_status=(status or job.job_status[0]).status, tasks=tuple(tasks)
+    )
 
 
 def timeline(job: JobSpec) -> tuple[Transition, ...]:

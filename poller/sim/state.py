@@ -11,15 +11,15 @@ from typing import Final
 
 from aiohttp import web
 
-from poller.sim.aksk import AkSkAuthenticator
-from poller.sim.auth import Authenticator
+from poller.sim.aksk import AkSkVerifier
+from poller.sim.auth import RequestVerifier
 from poller.sim.config import SimConfig
 from poller.sim.faults import FaultConfig, FaultKind, FaultTable, fault_table
 from poller.sim.hostile import Quirk, hostile_count, hostile_task, parse_quirks
-from poller.sim.model import JobState, change_points, state_at, state_version
+from poller.sim.model import EmulatedJobState, change_points, state_at, state_version
 from poller.sim.render import JsonObject, details_body, job_object, task_object, upper_keys
 from poller.sim.scenario import JobSpec, resolve_job
-from poller.sim.tokens import IssuedTokenAuthenticator, IssuedTokens
+from poller.sim.tokens import IssuedTokens, IssuedTokenVerifier
 
 _MAX_CACHED_PAGES: Final = 256
 PageKey = tuple[int, int, bool, bool]  # offset, limit, descending, upper-case keys
@@ -112,7 +112,7 @@ class SimJob:
         self._quirks = frozenset(spec.hostile)
         self._points = change_points(spec)
         self._version = -1
-        self._state: JobState | None = None
+        self._state: EmulatedJobState | None = None
         self._job: dict[bool, JsonObject] = {}
         self._tasks: dict[bool, list[JsonObject]] = {}
         self._bodies: dict[PageKey, bytes] = {}
@@ -127,7 +127,7 @@ class SimJob:
         """The job's project."""
         return self.spec.project_id or ""
 
-    def state(self, elapsed: float) -> JobState:
+    def state(self, elapsed: float) -> EmulatedJobState:
         """The true state ``elapsed`` seconds after creation (cached per state version)."""
         version = state_version(self._points, elapsed)
         if version != self._version or self._state is None:
@@ -156,14 +156,14 @@ class SimJob:
         self._bodies[page] = body
         return body
 
-    def _job_object(self, state: JobState, upper: bool) -> JsonObject:
+    def _job_object(self, state: EmulatedJobState, upper: bool) -> JsonObject:
         job = self._job.get(upper)
         if job is None:
             job = job_object(self.spec, state.execution_status)
             job = self._job[upper] = upper_keys(job) if upper else job
         return job
 
-    def _task_objects(self, state: JobState, upper: bool) -> list[JsonObject]:
+    def _task_objects(self, state: EmulatedJobState, upper: bool) -> list[JsonObject]:
         tasks = self._tasks.get(upper)
         if tasks is None:
             tasks = [
@@ -196,9 +196,9 @@ class SimState:
         self.jobs: dict[str, SimJob] = {}
         self.stats = SimStats()
         self.iam_tokens = IssuedTokens(config.iam_token_lifetime, wall_clock=wall_clock)
-        self.aksk: AkSkAuthenticator | None = None
+        self.aksk: AkSkVerifier | None = None
         if config.access_keys:
-            self.aksk = AkSkAuthenticator(
+            self.aksk = AkSkVerifier(
                 config.access_keys,
                 lock_seconds=config.aksk_lock_seconds,
                 max_failures=config.aksk_max_failures,
@@ -207,8 +207,8 @@ class SimState:
             )
         # Issued tokens first: an expired one is then rejected as "token expires" rather than
         # by a static token authenticator as unknown.
-        self.authenticators: tuple[Authenticator, ...] = (
-            *((IssuedTokenAuthenticator(self.iam_tokens),) if config.iam_users else ()),
+        self.authenticators: tuple[RequestVerifier, ...] = (
+            *((IssuedTokenVerifier(self.iam_tokens),) if config.iam_users else ()),
             *config.authenticators,
             *((self.aksk,) if self.aksk is not None else ()),
         )

@@ -110,10 +110,10 @@ class IssuedTokens:
 
 
 @dataclass(frozen=True, slots=True)
-class IssuedTokenAuthenticator:
+class IssuedTokenVerifier:
     """Accepts an ``X-Auth-Token`` that :class:`IssuedTokens` issued and that is still live.
 
-    Abstains for a token it never issued, so a static :class:`~poller.sim.auth.TokenAuthenticator`
+    Abstains for a token it never issued, so a static :class:`~poller.sim.auth.TokenVerifier`
     can still judge it; rejects an expired one with ``token expires`` and a revoked one with
     ``token revoked``.
     """

@@ -6,7 +6,7 @@ import json
 import random
 
 from poller.intake import Admission
-from poller.schedule import Policy
+from poller.policy import Policy
 from poller.servicestage.models import JobSnapshot, Task
 from poller.servicestage.outcomes import Fetched, Transient
 from poller.store import Store

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from poller.schedule import Policy, backoff_delay, next_interval, with_jitter
+from poller.policy import Policy, backoff_delay, next_interval, with_jitter
 from poller.servicestage.models import JobSnapshot, Task
 from poller.servicestage.outcomes import AuthFailed, Fetched, NotFound, Rejected, Transient
 from poller.snapshot import merge_snapshot
