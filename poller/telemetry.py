@@ -203,7 +203,7 @@ class Metrics:
         self.poll_lag = Histogram(
             "poller_poll_lag_seconds",
             "How late polls start after they fall due: the daemon's headroom signal.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
             registry=r,
         )
         self.api_responses = Counter(
