@@ -18,9 +18,11 @@ from poller.consumer import stream_id_since
 from poller.daemon import name_replica, open_store, run_daemon
 from poller.demo import register as register_demo
 from poller.errors import PollerError
+from poller.forward.cli import register as register_forward
 from poller.sim.cli import register as register_sim
 from poller.store import Store
 from poller.telemetry import configure_logging
+from poller.web import register as register_web
 
 EXIT_USAGE = commands.EXIT_USAGE
 
@@ -353,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_sim(sub)
     register_demo(sub)
+    register_web(sub)
+    register_forward(sub)
     return parser
 
 

@@ -115,6 +115,11 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     replica_id: str = field(default="")
+    # `poller web`: the status page and HTTP API
+    web_host: str = "127.0.0.1"
+    web_port: int = 9465
+    web_tokens_file: str = ""
+    web_public_read: bool = False
 
     @property
     def base_url(self) -> str:
@@ -240,8 +245,8 @@ _FLOATS = {
     "not_found_grace", "request_timeout", "rate_limit", "lease_seconds", "retention",
     "seq_memory", "shutdown_grace",
 }  # fmt: skip
-_INTS = {"page_size", "concurrency", "claim_batch", "events_maxlen", "http_port"}
-_BOOLS = {"allow_insecure_http"}
+_INTS = {"page_size", "concurrency", "claim_batch", "events_maxlen", "http_port", "web_port"}
+_BOOLS = {"allow_insecure_http", "web_public_read"}
 _SECRETS = {"auth_token", "access_key", "secret_key", "security_token", "iam_password"}
 # secrets that may also come from a file: POLLER_SECRET_KEY_FILE etc.
 _SECRET_FILES = {"access_key", "secret_key", "security_token", "iam_password"}
@@ -410,6 +415,7 @@ def _validate(s: Settings) -> None:
     _check(1 <= s.claim_batch <= 10_000, "POLLER_CLAIM_BATCH: must be between 1 and 10000")
     _check(s.events_maxlen >= 1, "POLLER_EVENTS_MAXLEN: must be at least 1")
     _check(0 <= s.http_port <= 65535, "POLLER_HTTP_PORT: must be a port number (0 disables)")
+    _check(0 <= s.web_port <= 65535, "POLLER_WEB_PORT: must be a port number (0: any free one)")
     _check(
         s.log_format in ("auto", "json", "console"),
         f"POLLER_LOG_FORMAT: expected auto, json or console, got {s.log_format!r}",
