@@ -35,7 +35,7 @@ from poller.store.store import AdmitResult
 from poller.telemetry import Health, Metrics, get_logger
 from poller.tracking import JobState, Plan, plan_after_poll, plan_timeout, timed_out
 
-INTAKE_BATCH: Final = 100
+INTAKE_BATCH: Final = 500
 # Polls of one job in a row that may end in an error (not an outcome) before it is retired
 # as ``corrupt_state``: whatever breaks them is in its stored state, not passing.
 MAX_POLL_CRASHES: Final = 5
