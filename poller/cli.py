@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,6 +12,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from poller import __version__, commands
+from poller.argtypes import count, positive_seconds
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
 from poller.daemon import name_replica, open_store, run_daemon
@@ -73,24 +73,6 @@ def _parse_meta(pairs: Sequence[str]) -> dict[str, Any]:
             raise commands.UsageError(f"--meta {pair!r}: expected key=value")
         meta[key] = value
     return meta
-
-
-def _seconds(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    """An argparse type: a whole number, zero or more."""
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    return int(text)
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -269,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "beginning; '$': now); default: the beginning, or now with --follow",
     )  # fmt: skip
     p.add_argument(
-        "--tail", type=_count, metavar="N",
+        "--tail", type=count, metavar="N",
         help="start with the last N events (then, with --follow, go on with new ones)",
     )  # fmt: skip
     p.add_argument(
@@ -294,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
     p.add_argument(
-        "--timeout", type=_seconds, metavar="S",
+        "--timeout", type=positive_seconds, metavar="S",
         help="give up after S seconds: exit 124, or 4 if Redis was unreachable (default: never)",
     )  # fmt: skip
     p.add_argument("--enqueue", action="store_true", help="queue the job for tracking first")
@@ -349,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the dead-letter list in the same Redis script that queues its message, so a crash "
         "loses nothing.  A message that is still invalid comes back as a new dead letter.",
     )  # fmt: skip
-    d.add_argument("indexes", nargs="*", type=_count, metavar="N", help="numbers from dead list")
+    d.add_argument("indexes", nargs="*", type=count, metavar="N", help="numbers from dead list")
     d.add_argument("--all", action="store_true", help="every dead letter there is now")
     d.set_defaults(func=cmd_dead_requeue)
 

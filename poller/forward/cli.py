@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import secrets
 import signal
@@ -18,28 +17,13 @@ import anyio
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from poller.argtypes import at_least_one, positive_seconds
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
 from poller.forward.forwarder import Forwarder, ForwardMetrics, ForwardOptions, public_url
 from poller.forward.signing import SECRET_PREFIX, WebhookSecret
 from poller.store import Keys, connect
 from poller.telemetry import REDACTOR, bind_replica, configure_logging, get_logger
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _whole(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
 
 
 def _port(text: str) -> int:
@@ -189,24 +173,30 @@ def register(subparsers: Any) -> None:
         help="where a group created now starts: '$' new events only (default), '0' the "
         "whole stream, a stream ID, epoch seconds or an RFC 3339 time",
     )  # fmt: skip
-    p.add_argument("--max-attempts", type=_whole, default=8, help="attempts per event (8)")
-    p.add_argument("--concurrency", type=_whole, default=16, help="requests at once (16)")
+    p.add_argument("--max-attempts", type=at_least_one, default=8, help="attempts per event (8)")
+    p.add_argument("--concurrency", type=at_least_one, default=16, help="requests at once (16)")
     p.add_argument(
-        "--prefetch", type=_whole, help="new events held at once (default: 4 x concurrency)"
+        "--prefetch", type=at_least_one, help="new events held at once (default: 4 x concurrency)"
     )
-    p.add_argument("--timeout", type=_positive, default=10.0, help="seconds per attempt (10)")
-    p.add_argument("--backoff-initial", type=_positive, default=1.0, help="first retry ceiling")
-    p.add_argument("--backoff-max", type=_positive, default=60.0, help="retry delay cap (60)")
     p.add_argument(
-        "--retry-after-max", type=_positive, default=600.0,
+        "--timeout", type=positive_seconds, default=10.0, help="seconds per attempt (10)"
+    )
+    p.add_argument(
+        "--backoff-initial", type=positive_seconds, default=1.0, help="first retry ceiling"
+    )
+    p.add_argument(
+        "--backoff-max", type=positive_seconds, default=60.0, help="retry delay cap (60)"
+    )
+    p.add_argument(
+        "--retry-after-max", type=positive_seconds, default=600.0,
         help="longest Retry-After honoured, seconds (600)",
     )  # fmt: skip
     p.add_argument(
-        "--claim-idle", type=_positive, default=30.0,
+        "--claim-idle", type=positive_seconds, default=30.0,
         help="take over another forwarder's delivery pending this long, seconds (30)",
     )  # fmt: skip
     p.add_argument(
-        "--claim-interval", type=_positive, default=10.0,
+        "--claim-interval", type=positive_seconds, default=10.0,
         help="how often to look for such deliveries, seconds (10)",
     )  # fmt: skip
     p.add_argument(
