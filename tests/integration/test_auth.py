@@ -26,6 +26,7 @@ from tests.integration.harness import (
     quick_job,
     running_worker,
 )
+from tests.scrape import scraped
 
 QUICK = quick_job(0.2)
 
@@ -59,8 +60,16 @@ def _count(sim: SimHandle, status: str) -> int:
     return int(sim.state.stats.by_status.get(int(status), 0))
 
 
+def _polls(worker: Worker, outcome: str) -> float:
+    return scraped(worker.metrics, "poller_polls_total", outcome=outcome)
+
+
+def _responses(worker: Worker, code: str) -> float:
+    return scraped(worker.metrics, "poller_api_responses_total", code=code)
+
+
 def _auth_failed_polls(worker: Worker) -> float:
-    return float(worker.metrics.polls.labels("auth_failed")._value.get())
+    return float(scraped(worker.metrics, "poller_polls_total", outcome="auth_failed"))
 
 
 async def test_tls_is_verified_and_a_private_ca_is_trusted_via_ca_bundle(
@@ -91,7 +100,7 @@ async def test_tls_is_verified_and_a_private_ca_is_trusted_via_ca_bundle(
         settings = fast_settings(redis_server.url, prefix, sim.url)
         async with running_worker(settings) as worker:
             await store.enqueue(untrusted)
-            await eventually(lambda: worker.metrics.api_responses.labels("error")._value.get() >= 2)
+            await eventually(lambda: _responses(worker, "error") >= 2)
         assert await store.read_events() == []  # an unverified server gets nothing
         assert sim.state.stats.requests == 0
         async with running_worker(replace(settings, ca_bundle=str(ca_file))):
@@ -139,13 +148,13 @@ async def test_a_wrong_secret_key_pauses_all_polling_before_the_key_locks(
             await store.enqueue(*ids)
             await eventually(lambda: "paused" in worker.health.auth_problem)
             # the polls that fall due next are held back without a request...
-            await eventually(lambda: worker.metrics.polls.labels("transient")._value.get() >= 3)
+            await eventually(lambda: _polls(worker, "transient") >= 3)
             stats = await sim.stats()
             problems = worker.health.problems()
             now = await store.server_time()
             views = [await store.get_job(PROJECT, j) for j in ids]
-            failed = worker.metrics.polls.labels("auth_failed")._value.get()
-            held_back = worker.metrics.polls.labels("transient")._value.get()
+            failed = scraped(worker.metrics, "poller_polls_total", outcome="auth_failed")
+            held_back = _polls(worker, "transient")
     # Only polls that went out before the first 401 came back sent a (bad) signature, at most
     # one per job; every poll due during the pause sent nothing. Whether a job's first poll
     # raced out or was already held back depends on scheduling, so count both ways.
@@ -177,7 +186,7 @@ async def test_iam_tokens_expiring_mid_run_are_renewed_without_a_failed_event(
         stats = await sim.stats()
     assert stats["iam_tokens_issued"] >= 2  # 3 s of jobs with 1 s tokens: renewed along the way
     assert stats["iam_failures"] == 0
-    assert worker.metrics.token_refreshes.labels("ok")._value.get() >= 2
+    assert scraped(worker.metrics, "poller_token_refreshes_total", result="ok") >= 2
     for job_events in by_job(events).values():
         assert_consistent(job_events)
         assert job_events[-1].to_status == "SUCCEEDED"
@@ -317,9 +326,9 @@ async def test_iam_unreachable_keeps_the_daemon_up_backing_off_and_unready(
         )  # fmt: skip
         async with running_worker(settings) as worker:
             await store.enqueue(job_id)
-            await eventually(lambda: worker.metrics.polls.labels("transient")._value.get() >= 2)
+            await eventually(lambda: _polls(worker, "transient") >= 2)
             problems = worker.health.problems()
-            refreshes = worker.metrics.token_refreshes.labels("failed")._value.get()
+            refreshes = scraped(worker.metrics, "poller_token_refreshes_total", result="failed")
             assert not worker.stopping
         stats = await sim.stats()
     assert any("IAM unreachable" in p for p in problems)
@@ -350,7 +359,7 @@ async def test_metadata_credentials_are_renewed_across_expiries_without_a_401(
         service = sim.app[METADATA].status()
     assert stats["by_status"].get("401", 0) == 0  # no poll ever met an expired credential
     assert stats["by_aksk"]["rejected"] == stats["by_aksk"]["signature_failure"] == 0
-    assert worker.metrics.polls.labels("auth_failed")._value.get() == 0
+    assert scraped(worker.metrics, "poller_polls_total", outcome="auth_failed") == 0
     assert service["credentials_served"] >= 3  # renewed at least twice along the way
     assert service["failures"] == 0
     # Each new credential was fetched before the one before it expired (in its last 10 %),
@@ -359,7 +368,7 @@ async def test_metadata_credentials_are_renewed_across_expiries_without_a_401(
     assert len(firsts) >= 3
     for (_, previous), (fetched_at, _) in itertools.pairwise(firsts):
         assert fetched_at < issued[previous].expires_at
-    assert worker.metrics.token_refreshes.labels("ok")._value.get() >= 3
+    assert scraped(worker.metrics, "poller_token_refreshes_total", result="ok") >= 3
     for job_events in by_job(events).values():
         assert_consistent(job_events)
         assert job_events[-1].to_status == "SUCCEEDED"
@@ -380,7 +389,7 @@ async def test_metadata_service_unreachable_keeps_the_daemon_up_backing_off_and_
         )  # fmt: skip
         async with running_worker(settings) as worker:
             await store.enqueue(job_id)
-            await eventually(lambda: worker.metrics.polls.labels("transient")._value.get() >= 2)
+            await eventually(lambda: _polls(worker, "transient") >= 2)
             problems = worker.health.problems()
             assert not worker.stopping
             assert sim.state.stats.requests == 0  # no poll went out unsigned

@@ -30,6 +30,7 @@ from poller.forward.forwarder import dead_records, parse_retry_after
 from poller.localredis import LocalRedis, free_port
 from poller.store import Keys, Store
 from tests.integration.harness import eventually
+from tests.scrape import scraped
 
 SECRET = "whsec_" + base64.b64encode(b"forward-test-secret-0123456789ab").decode()
 
@@ -224,8 +225,8 @@ async def test_retried_after_500_honouring_retry_after(store: Store) -> None:
             await eventually(lambda: _zero(pending(store)))
     first, second = rx.attempts["R1:1"]
     assert second - first >= 0.95  # backoff alone would be <= 0.05 s
-    assert fwd.metrics.retried.labels("500")._value.get() == 1
-    assert fwd.metrics.delivered._value.get() == 1
+    assert scraped(fwd.metrics, "poller_forward_retried_total", cause="500") == 1
+    assert scraped(fwd.metrics, "poller_forward_delivered_total") == 1
     assert not rx.bad
 
 
@@ -245,8 +246,8 @@ async def test_timeout_and_connection_reset_are_retried(store: Store) -> None:
         async with forwarding(store, rx.url, timeout=0.3, max_attempts=5) as fwd:
             await eventually(lambda: rx.has({"T1:1"}))
     assert len(rx.attempts["T1:1"]) == 3
-    assert fwd.metrics.retried.labels("timeout")._value.get() == 1
-    assert fwd.metrics.retried.labels("error")._value.get() == 1
+    assert scraped(fwd.metrics, "poller_forward_retried_total", cause="timeout") == 1
+    assert scraped(fwd.metrics, "poller_forward_retried_total", cause="error") == 1
 
 
 async def test_parked_after_max_attempts(store: Store) -> None:
@@ -265,7 +266,7 @@ async def test_parked_after_max_attempts(store: Store) -> None:
     assert record["webhook_id"] == "D1:1"
     assert record["event"]["to_status"] == "FAILED"
     assert len(rx.attempts["D1:1"]) == 3
-    assert fwd.metrics.parked._value.get() == 1
+    assert scraped(fwd.metrics, "poller_forward_parked_total") == 1
 
 
 async def _nonempty(n: Awaitable[int]) -> bool:

@@ -36,6 +36,7 @@ from tests.integration.harness import (
     fast_settings,
     running_worker,
 )
+from tests.scrape import scraped
 
 
 def expected_end(spec: JobSpec) -> tuple[str, str]:
@@ -99,8 +100,8 @@ async def test_stalled_replica_is_fenced_after_another_takes_its_job_over(
             async with running_worker(settings) as healthy:
                 events = await events_until(store, lambda ev: len(ev) >= 2, job_id=job_id)
                 held.release.set()
-                await eventually(lambda: stalled.metrics.leases_lost._value.get() >= 1)
-                assert healthy.metrics.commits.labels("ok")._value.get() >= 1
+                await eventually(lambda: scraped(stalled.metrics, "poller_leases_lost_total") >= 1)
+                assert scraped(healthy.metrics, "poller_commits_total", result="ok") >= 1
         await store.redis.aclose()
     all_events = [e for e in await _all_events(redis_server.url, prefix) if e.job_id == job_id]
     assert [e.seq for e in all_events] == [1, 2]
