@@ -67,6 +67,11 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "poller"
+    # jobs spread over this many shards (by a hash of the job ID), for several primaries
+    shards: int = 1
+    # after each commit, WAIT for this many replicas to take it (0: don't), at most this long
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 1.0
     api_endpoint: str = ""
     region: str = ""
     project_id: str = ""
@@ -243,9 +248,12 @@ def _as_secret(name: str, raw: Any) -> Secret:
 _FLOATS = {
     "poll_interval", "poll_interval_max", "backoff_initial", "backoff_max", "job_timeout",
     "not_found_grace", "request_timeout", "rate_limit", "lease_seconds", "retention",
-    "seq_memory", "shutdown_grace",
+    "seq_memory", "shutdown_grace", "redis_wait_timeout",
 }  # fmt: skip
-_INTS = {"page_size", "concurrency", "claim_batch", "events_maxlen", "http_port", "web_port"}
+_INTS = {
+    "page_size", "concurrency", "claim_batch", "events_maxlen", "http_port", "web_port",
+    "shards", "redis_wait_replicas",
+}  # fmt: skip
 _BOOLS = {"allow_insecure_http", "web_public_read"}
 _SECRETS = {"auth_token", "access_key", "secret_key", "security_token", "iam_password"}
 # secrets that may also come from a file: POLLER_SECRET_KEY_FILE etc.
@@ -359,16 +367,36 @@ def _check_cleartext(name: str, url: str, *, link_local_ok: bool = False) -> Non
     )
 
 
-def _validate(s: Settings) -> None:
-    parts = urlsplit(s.redis_url)
-    _check(
-        parts.scheme in ("redis", "rediss", "unix") and bool(parts.netloc or parts.path),
-        "POLLER_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…",
-    )
+def _validate_redis(s: Settings) -> None:
+    # here, not at the top: poller.store's package imports modules that import this one
+    from poller.store.connection import BadRedisUrl, parse_redis_url
+    from poller.store.schema import MAX_SHARDS, hash_tag
+
+    try:
+        target = parse_redis_url(s.redis_url)
+    except BadRedisUrl as exc:
+        raise ConfigError(
+            f"POLLER_REDIS_URL: {exc} (expected redis://host:port/db, rediss://…, unix://…, "
+            "redis+cluster://host:port,… or redis+sentinel://host:port,…/service)"
+        ) from None
     _check(
         bool(s.key_prefix) and all(c.isprintable() and not c.isspace() for c in s.key_prefix),
         f"POLLER_KEY_PREFIX: must be non-empty without spaces, got {s.key_prefix!r}",
     )
+    if target.is_cluster:
+        _check(
+            hash_tag(s.key_prefix) is not None,
+            f"POLLER_KEY_PREFIX: Redis Cluster needs a hash-tagged prefix such as "
+            f"{{{s.key_prefix.strip('{}') or 'poller'}}}, got {s.key_prefix!r}",
+        )
+    _check(1 <= s.shards <= MAX_SHARDS, f"POLLER_SHARDS: must be between 1 and {MAX_SHARDS}")
+    _check(0 <= s.redis_wait_replicas <= 100,
+           "POLLER_REDIS_WAIT_REPLICAS: must be between 0 and 100")  # fmt: skip
+    _check(s.redis_wait_timeout > 0, "POLLER_REDIS_WAIT_TIMEOUT: must be greater than 0")
+
+
+def _validate(s: Settings) -> None:
+    _validate_redis(s)
     for name, url in (
         ("POLLER_API_ENDPOINT", s.api_endpoint),
         ("POLLER_IAM_ENDPOINT", s.iam_endpoint),

@@ -42,7 +42,6 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -51,6 +50,7 @@ from poller.config import Settings, load_settings
 from poller.intake import Invalid, build_message, parse_message
 from poller.snapshot import EventKind
 from poller.statuses import is_terminal
+from poller.store.connection import RedisClient
 from poller.store.schema import Keys
 from poller.store.store import is_transient
 
@@ -139,11 +139,11 @@ def keys_from_settings(settings: Settings | None = None) -> Keys:
         means the same here as there.  Raises :class:`poller.config.ConfigError` on a bad value.
     """
     settings = settings if settings is not None else load_settings()
-    return Keys(settings.key_prefix)
+    return Keys(settings.key_prefix, settings.shards)
 
 
 async def enqueue_job(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     job_id: str,
     *,
@@ -211,26 +211,26 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
     return [(entry_id, raw) for entries in streams for entry_id, raw in entries]
 
 
-async def _last_entry_id(redis: Redis, stream: str) -> str:
+async def _last_entry_id(redis: RedisClient, stream: str) -> str:
     """The ID of ``stream``'s newest entry, ``0-0`` when it is empty or missing."""
     newest = await redis.xrevrange(stream, count=1)
     return _text(newest[0][0]) if newest else "0-0"
 
 
-async def _read_after(redis: Redis, stream: str, last: str) -> list[JobEvent]:
+async def _read_after(redis: RedisClient, stream: str, last: str) -> list[JobEvent]:
     """Entries after ``last`` (exclusive), without waiting."""
     entries: Any = await redis.xrange(stream, min=last if last == "0-0" else f"({last}", count=500)
     return [JobEvent.from_entry(entry_id, raw) for entry_id, raw in entries]
 
 
-async def _read_new(redis: Redis, stream: str, last: str, block_ms: int) -> list[JobEvent]:
+async def _read_new(redis: RedisClient, stream: str, last: str, block_ms: int) -> list[JobEvent]:
     """Entries after ``last``, waiting up to ``block_ms`` for the first to arrive."""
     reply = await redis.xread({stream: last}, block=block_ms, count=500)
     return [JobEvent.from_entry(entry_id, raw) for entry_id, raw in _entries(reply)]
 
 
 async def tail_events(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     *,
     job_id: str | None = None,
@@ -279,7 +279,7 @@ class WaitTimeout(TimeoutError):
 
 
 async def wait_for_job(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     job_id: str,
     project_id: str | None = None,
@@ -378,7 +378,7 @@ class ConsumerGroup:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         stream: str,
         *,
         group: str,

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 import aiohttp
 import anyio
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from poller.config import Settings, replace, unknown_variables
@@ -21,6 +20,7 @@ from poller.servicestage.auth import AuthHooks, build_authenticator
 from poller.servicestage.client import Gate, ServiceStageClient
 from poller.servicestage.proxy import env_proxy
 from poller.store import Keys, Store, connect
+from poller.store.connection import RedisClient
 from poller.telemetry import REDACTOR, Health, Metrics, bind_replica, get_logger, health_app
 from poller.worker import Worker, default_replica_id
 
@@ -35,10 +35,12 @@ def open_store(settings: Settings) -> Store:
     """A :class:`Store` for the configured Redis and prefix (close ``store.redis`` after)."""
     return Store(
         connect(settings.redis_url),
-        Keys(settings.key_prefix),
+        Keys(settings.key_prefix, settings.shards),
         retention=settings.retention,
         maxlen=settings.events_maxlen,
         seq_memory=settings.seq_memory,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout=settings.redis_wait_timeout,
     )
 
 
@@ -46,7 +48,7 @@ def open_store(settings: Settings) -> Store:
 _EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
-async def durability_warnings(redis: Redis) -> list[str]:
+async def durability_warnings(redis: RedisClient) -> list[str]:
     """What in this Redis's configuration can lose jobs or events (empty when nothing).
 
     Read from ``INFO`` (and ``CONFIG GET save`` where allowed: managed services often forbid

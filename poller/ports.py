@@ -13,20 +13,24 @@ from redis.exceptions import RedisError
 
 from poller.intake import Admission, Invalid
 from poller.servicestage.outcomes import PollOutcome
-from poller.store.store import AdmitResult, Claim, CommitResult
+from poller.store.store import AdmitResult, Claim, CommitResult, Delivery
 from poller.tracking import JobState, Plan
 
 
 class JobStore(Protocol):
     """The Redis operations of one replica (see :class:`poller.store.Store` for each promise)."""
 
-    async def take_messages(self, replica: str, limit: int, block: float) -> list[bytes]: ...
+    async def take_messages(self, replica: str, limit: int, block: float) -> list[Delivery]: ...
 
     async def admit_batch(
-        self, replica: str, messages: Sequence[tuple[bytes, Admission | Invalid]], now: float
+        self, replica: str, messages: Sequence[tuple[Delivery, Admission | Invalid]], now: float
     ) -> list[AdmitResult | Literal["dead_letter"] | RedisError]: ...
 
-    async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None: ...
+    async def dead_letter(
+        self, replica: str, delivery: Delivery, reason: str, now: float
+    ) -> None: ...
+
+    async def check_layout(self) -> int: ...
 
     async def heartbeat(self, replica: str, until: float) -> None: ...
 

@@ -24,14 +24,14 @@ from redis.exceptions import RedisError
 
 from poller.backoff import Backoff
 from poller.clock import SYSTEM_CLOCK, Clock, ServerClock
-from poller.config import Settings
+from poller.config import ConfigError, Settings
 from poller.intake import Admission, Invalid, parse_message
 from poller.leases import Lease, Leases, ShutdownBudget
 from poller.policy import Policy
 from poller.ports import JobFetcher, JobStore
 from poller.snapshot import AbandonReason, EventKind
 from poller.store import is_transient, job_member
-from poller.store.store import AdmitResult
+from poller.store.store import AdmitResult, Delivery
 from poller.telemetry import Health, Metrics, get_logger
 from poller.tracking import JobState, Plan, plan_after_poll, plan_timeout, timed_out
 
@@ -143,6 +143,14 @@ class Worker(Generic[StoreT]):
             self.health.tick()  # waiting for Redis is not a wedged loop (liveness)
             try:
                 await self.server_clock.sync(self.store.server_time)
+                laid_out = await self.store.check_layout()
+                if laid_out != self.settings.shards:
+                    raise ConfigError(
+                        f"POLLER_SHARDS: {self.settings.shards}, but the keys under prefix "
+                        f"{self.settings.key_prefix} are laid out for {laid_out} shard(s); keep "
+                        f"{laid_out}, or let every job finish and delete "
+                        f"{self.settings.key_prefix}:layout before changing it"
+                    )
                 await self.store.heartbeat(self.replica_id, self.clock() + self._heartbeat_ttl)
                 return
             except RedisError as exc:
@@ -341,25 +349,25 @@ class Worker(Generic[StoreT]):
         backoff = Backoff(initial=0.1, cap=5.0, rng=self.rng)
         while not self._stopping.is_set():
             try:
-                raws = await self.store.take_messages(self.replica_id, limit=INTAKE_BATCH, block=1)
-                if raws:
-                    await self._take_batch(raws)
+                taken = await self.store.take_messages(self.replica_id, limit=INTAKE_BATCH, block=1)
+                if taken:
+                    await self._take_batch(taken)
                 backoff.succeeded()
             except RedisError as exc:
                 self._redis_failed("intake", exc)
                 await self._sleep_unless_stopping(backoff.failed())
 
-    async def _take_batch(self, raws: list[bytes]) -> None:
+    async def _take_batch(self, taken: list[Delivery]) -> None:
         """Admit the valid messages and dead-letter the others, in one round trip.
 
         Only a transient Redis failure propagates (the messages stay in flight and are tried
         again; every step is idempotent); anything else about one message sends that message
         to the dead-letter list, so one message can never hold up the ones behind it.
         """
-        parsed = [(raw, parse_message(raw, self.settings.project_id)) for raw in raws]
+        parsed = [(d, parse_message(d.raw, self.settings.project_id)) for d in taken]
         await self._admit_parsed(parsed)
 
-    async def _admit_parsed(self, parsed: list[tuple[bytes, Admission | Invalid]]) -> None:
+    async def _admit_parsed(self, parsed: list[tuple[Delivery, Admission | Invalid]]) -> None:
         try:
             results = await self.store.admit_batch(self.replica_id, parsed, self.clock())
         except RedisError:
@@ -375,20 +383,22 @@ class Worker(Generic[StoreT]):
         transient = [r for r in results if isinstance(r, RedisError) and is_transient(r)]
         if transient:
             raise transient[0]
-        for (raw, message), result in zip(parsed, results, strict=True):
+        for (delivery, message), result in zip(parsed, results, strict=True):
             try:
-                await self._admitted(raw, message, result)
+                await self._admitted(delivery, message, result)
             except RedisError as exc:
                 if is_transient(exc):
                     raise
-                await self._dead_letter(raw, f"could not be admitted: {type(exc).__name__}: {exc}")
+                await self._dead_letter(
+                    delivery, f"could not be admitted: {type(exc).__name__}: {exc}"
+                )
             except Exception as exc:
                 self.log.exception("intake message could not be admitted")
-                await self._dead_letter(raw, f"could not be admitted: {type(exc).__name__}")
+                await self._dead_letter(delivery, f"could not be admitted: {type(exc).__name__}")
 
     async def _admitted(
         self,
-        raw: bytes,
+        delivery: Delivery,
         message: Admission | Invalid,
         result: AdmitResult | Literal["dead_letter"] | RedisError,
     ) -> None:
@@ -400,11 +410,11 @@ class Worker(Generic[StoreT]):
             self.log.warning("intake message dead-lettered", reason=message.reason)
             return
         if result == "conflict":
-            await self._dead_letter(raw, "project_conflict: the job ID is tracked under another "
-                                    "project")  # fmt: skip
+            await self._dead_letter(delivery, "project_conflict: the job ID is tracked under "
+                                    "another project")  # fmt: skip
             return
         if result == "corrupt":
-            await self._dead_letter(raw, "corrupt_state: a key of this job holds another type")
+            await self._dead_letter(delivery, "corrupt_state: a key of this job holds another type")
             return
         self.metrics.intake.labels(result).inc()
         log = self.log.bind(job_id=message.job_id, project_id=message.project_id)
@@ -414,9 +424,9 @@ class Worker(Generic[StoreT]):
         else:
             log.info("intake message ignored", why=f"already {result}")
 
-    async def _dead_letter(self, raw: bytes, reason: str) -> None:
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         reason = reason[:500]
-        await self.store.dead_letter(self.replica_id, raw, reason, self.clock())
+        await self.store.dead_letter(self.replica_id, delivery, reason, self.clock())
         self.metrics.intake.labels("dead_letter").inc()
         self.log.warning("intake message dead-lettered", reason=reason)
 

@@ -132,7 +132,9 @@ async def run_forward(settings: Settings, options: ForwardOptions, http_port: in
                         return
 
             tg.start_soon(stop_on_signal)
-            forwarder = Forwarder(redis, Keys(settings.key_prefix), options, metrics=metrics)
+            forwarder = Forwarder(
+                redis, Keys(settings.key_prefix, settings.shards), options, metrics=metrics
+            )
             await tg.start(forwarder.run)
     finally:
         await redis.aclose()

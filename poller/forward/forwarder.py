@@ -37,12 +37,12 @@ import aiohttp
 import anyio
 import anyio.abc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from poller.backoff import Backoff, full_jitter
 from poller.consumer import JobEvent
 from poller.forward.signing import WebhookSecret, headers, webhook_body, webhook_id
+from poller.store.connection import RedisClient
 from poller.store.schema import Keys
 from poller.store.store import is_transient
 from poller.telemetry import get_logger
@@ -221,7 +221,7 @@ class Forwarder:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         options: ForwardOptions,
         *,
@@ -614,7 +614,7 @@ class Forwarder:
                 self._session = None
 
 
-async def dead_records(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
+async def dead_records(redis: RedisClient, keys: Keys) -> list[dict[str, Any]]:
     """The parked deliveries, oldest first."""
     rows: Iterable[Any] = await redis.lrange(keys.forward_dead, 0, -1)
     return [json.loads(_text(r)) for r in rows]

@@ -1,24 +1,42 @@
 """Every Redis key name and every Lua script of the poller, in one place.
 
-Data model (``P`` is the key prefix, ``M`` a job's member name ``{project_id}:{job_id}``):
+Data model.  ``P`` is the key prefix (``POLLER_KEY_PREFIX``), ``S`` the prefix of the shard a
+job belongs to, ``M`` a job's member name ``{project_id}:{job_id}``.  With one shard
+(``POLLER_SHARDS=1``, the default) ``S`` is ``P``.
+
+Intake side, under ``P``:
 
 =============================  =======  ===============================================
 key                            type     what
 =============================  =======  ===============================================
 ``P:jobs``                     LIST     intake queue; producers LPUSH, replicas take from the right
 ``P:jobs:dead``                LIST     rejected intake messages, JSON ``{raw, reason, at}``
-``P:jobs:inflight:{replica}``  LIST     messages a replica has taken but not yet admitted
+``P:jobs:inflight:{replica}``  LIST     messages a replica has taken but not yet admitted, each
+                                        as ``{ticket}:{raw}``
+``P:jobs:retry``               LIST     in-flight messages handed back (dead replicas), taken first
+``P:jobs:ticket``              STRING   the last delivery ticket handed out
 ``P:replicas``                 ZSET     replica -> heartbeat deadline (epoch s)
-``P:schedule``                 ZSET     M -> when the next poll is due, or the lease deadline
-``P:job:M``                    HASH     one job's state (fields below)
-``P:events``                   STREAM   every event, ``MAXLEN ~``
-``P:events:{job_id}``          STREAM   one job's events; expires ``retention`` after it ends
-``P:jobid:{job_id}``           HASH     ``project`` tracking this job ID, ``seq`` its next
-                                        number; kept ``seq_memory`` after the job ends
-``P:claim:{replica}``          STRING   the replica's last claim (ID and leases), for retries
 ``P:ratelimit``                STRING   GCRA theoretical arrival time for the global rate limit
+``P:limits``                   HASH     pauses every replica keeps to (after a 401, a 429)
+``P:layout``                   STRING   the shard count these keys were laid out for
 ``P:forward:dead``             LIST     webhook deliveries ``poller forward`` gave up on (JSON)
 =============================  =======  ===============================================
+
+Each shard, under ``S`` (see :func:`shard_prefixes` and :func:`shard_of`):
+
+=============================  =======  ===============================================
+``S:schedule``                 ZSET     M -> when the next poll is due, or the lease deadline
+``S:job:M``                    HASH     one job's state (fields below)
+``S:events``                   STREAM   every event of the shard's jobs, ``MAXLEN ~``
+``S:events:{job_id}``          STREAM   one job's events; expires ``retention`` after it ends
+``S:jobid:{job_id}``           HASH     ``project`` tracking this job ID, ``seq`` its next
+                                        number; kept ``seq_memory`` after the job ends
+``S:claim:{replica}``          STRING   the replica's last claim (ID and leases), for retries
+=============================  =======  ===============================================
+
+In Redis Cluster ``P`` is hash-tagged (``{poller}``), so the intake side is one slot and each
+shard's keys another (``{poller:x}``): every script touches the keys of one slot only, and
+the commit of a poll stays one atomic script on one primary.
 
 Job hash fields: ``project job instance meta`` (identity), ``state`` (``tracking``,
 ``finished``, or ``quarantined`` when it could not be decoded),
@@ -27,21 +45,24 @@ taken_at last_poll_at last_error`` (policy), ``seq`` (next event number), ``epoc
 lease_until`` (lease, ``token`` empty when nobody holds it), ``due`` (when the
 poll was due, for lag), ``commit_id`` (the last applied
 commit, for idempotent retries), ``crashes`` (polls in a row that ended in an error, not an
-outcome), ``finished_at`` and ``outcome``.
+outcome), ``finished_at``, ``outcome`` and ``ticket`` (the delivery that admitted it).
 
 Every script checks the type of each key it touches before its first write and answers
 ``corrupt`` (or skips the key) instead of failing half-way: Lua does not roll back, so a
 script that raised after an ``XADD`` and was retried would publish that event twice.
 
-The scripts build job-hash names from the prefix they are given; in Redis Cluster use a
-hash-tagged prefix such as ``{poller}`` so every key lives in one slot.
+The scripts build job-hash names from the shard prefix they are given, in the same slot.
 """
 
 from __future__ import annotations
 
+import functools
+import zlib
 from dataclasses import dataclass
 from string import Template
 from typing import Final
+
+from redis.crc import key_slot
 
 from poller.ids import is_valid_id
 
@@ -76,6 +97,7 @@ class JobFields:
     crashes: str = "crashes"
     finished_at: str = "finished_at"
     outcome: str = "outcome"
+    ticket: str = "ticket"
 
 
 F: Final = JobFields()
@@ -90,6 +112,17 @@ def _lua(source: str) -> str:
     return Template(source).substitute(names, **states)
 
 
+def unwrap_entry(entry: bytes) -> tuple[str, bytes]:
+    """The ticket and the raw message of an in-flight entry ``{ticket}:{raw}``.
+
+    An entry without a ticket (left in flight by a version before tickets) is all raw, with
+    the empty ticket."""
+    head, sep, raw = entry.partition(b":")
+    if sep and head.isdigit():
+        return head.decode(), raw
+    return "", entry
+
+
 def job_member(project_id: str, job_id: str) -> str:
     """The schedule member naming one job; ``:`` cannot occur in either ID."""
     if not (is_valid_id(project_id) and is_valid_id(job_id)):
@@ -97,30 +130,70 @@ def job_member(project_id: str, job_id: str) -> str:
     return f"{project_id}:{job_id}"
 
 
+#: Redis Cluster's hash slots.
+SLOTS: Final = 16384
+#: The most shards ``POLLER_SHARDS`` may ask for.
+MAX_SHARDS: Final = 1024
+
+
+def hash_tag(prefix: str) -> str | None:
+    """The hash tag of ``prefix`` as Redis Cluster reads it (the text between the first ``{``
+    and the first ``}`` after it, when not empty), or ``None``: then keys hash whole."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1 : end] if start >= 0 and end > start + 1 else None
+
+
+def tag_slot(tag: str) -> int:
+    """The hash slot of every key tagged ``{tag}`` (CRC16 mod 16384, as Redis computes it)."""
+    return int(key_slot(tag.encode()))
+
+
+def shard_of(job_id: str, shards: int) -> int:
+    """The shard a job belongs to: CRC32 (zlib, IEEE) of its UTF-8 job ID, mod ``shards``.
+
+    By job ID, not project: the per-job stream and the job ID record are keyed by job ID, so
+    everything about one job ID lives in one shard and its events keep their order.
+    """
+    return zlib.crc32(job_id.encode()) % shards if shards > 1 else 0
+
+
+@functools.lru_cache(maxsize=64)
+def shard_prefixes(prefix: str, shards: int) -> tuple[str, ...]:
+    """Each shard's key prefix.  One shard: ``prefix`` itself (the layout does not change).
+
+    Otherwise shard ``k``'s prefix is ``prefix`` with ``:x`` appended to its hash tag ``T``
+    (``{poller}`` -> ``{poller:x}``; a prefix without a tag is its own ``T`` and gets
+    ``P:x``), where ``x`` is the smallest whole number whose tag's slot
+    (``CRC16("T:x") mod 16384``) lies in the ``k``-th of ``shards`` equal ranges of the
+    16,384 slots.  So the shards' slots spread evenly: with the usual even split of slots
+    over the primaries, a shard count that is a multiple of the primaries gives each
+    primary an equal share.
+    """
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"shards must be between 1 and {MAX_SHARDS}")
+    if shards == 1:
+        return (prefix,)
+    tag = hash_tag(prefix)
+    out = []
+    for k in range(shards):
+        low, high = k * SLOTS // shards, (k + 1) * SLOTS // shards
+        x = 0
+        while not low <= tag_slot(f"{tag if tag is not None else prefix}:{x}") < high:
+            x += 1
+        if tag is None:
+            out.append(f"{prefix}:{x}")
+        else:
+            at = prefix.index("{") + 1 + len(tag)
+            out.append(f"{prefix[:at]}:{x}{prefix[at:]}")
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
-class Keys:
-    """Key names under one prefix."""
+class ShardKeys:
+    """The key names of one shard: its schedule, job state and event streams."""
 
-    prefix: str = "poller"
-
-    @property
-    def intake(self) -> str:
-        return f"{self.prefix}:jobs"
-
-    @property
-    def dead(self) -> str:
-        return f"{self.prefix}:jobs:dead"
-
-    def inflight(self, replica: str) -> str:
-        return f"{self.prefix}:jobs:inflight:{replica}"
-
-    @property
-    def inflight_prefix(self) -> str:
-        return f"{self.prefix}:jobs:inflight:"
-
-    @property
-    def replicas(self) -> str:
-        return f"{self.prefix}:replicas"
+    prefix: str
 
     @property
     def schedule(self) -> str:
@@ -146,13 +219,124 @@ class Keys:
     def claim(self, replica: str) -> str:
         return f"{self.prefix}:claim:{replica}"
 
+
+def member_job_id(member: str) -> str:
+    """The job ID of a schedule member ``{project_id}:{job_id}``."""
+    return member.partition(":")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix, spread over ``shards`` shards.
+
+    The intake side (queue, dead letters, in-flight lists, replica registry, rate limit and
+    shared pauses) lives under ``prefix``; each job lives in one shard (:func:`shard_of`),
+    whose keys live under that shard's prefix (:func:`shard_prefixes`).  With one shard the
+    two are the same prefix, and :attr:`schedule` and :attr:`events` name its keys.
+    """
+
+    prefix: str = "poller"
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        shard_prefixes(self.prefix, self.shards)  # checks the count
+
+    # --- intake side ------------------------------------------------------------------
+
+    @property
+    def intake(self) -> str:
+        return f"{self.prefix}:jobs"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:jobs:dead"
+
+    def inflight(self, replica: str) -> str:
+        return f"{self.prefix}:jobs:inflight:{replica}"
+
+    @property
+    def inflight_prefix(self) -> str:
+        return f"{self.prefix}:jobs:inflight:"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.prefix}:jobs:retry"
+
+    @property
+    def tickets(self) -> str:
+        return f"{self.prefix}:jobs:ticket"
+
+    @property
+    def replicas(self) -> str:
+        return f"{self.prefix}:replicas"
+
     @property
     def ratelimit(self) -> str:
         return f"{self.prefix}:ratelimit"
 
     @property
+    def limits(self) -> str:
+        return f"{self.prefix}:limits"
+
+    @property
+    def layout(self) -> str:
+        return f"{self.prefix}:layout"
+
+    @property
     def forward_dead(self) -> str:
         return f"{self.prefix}:forward:dead"
+
+    # --- shards -----------------------------------------------------------------------
+
+    @property
+    def all_shards(self) -> tuple[ShardKeys, ...]:
+        return tuple(ShardKeys(p) for p in shard_prefixes(self.prefix, self.shards))
+
+    def shard(self, index: int) -> ShardKeys:
+        return ShardKeys(shard_prefixes(self.prefix, self.shards)[index])
+
+    def shard_index(self, job_id: str) -> int:
+        return shard_of(job_id, self.shards)
+
+    def for_job(self, job_id: str) -> ShardKeys:
+        """The keys of the shard ``job_id`` belongs to."""
+        return self.shard(shard_of(job_id, self.shards))
+
+    @property
+    def event_streams(self) -> tuple[str, ...]:
+        """Every shard's global stream (one: ``P:events``)."""
+        return tuple(s.events for s in self.all_shards)
+
+    def job(self, member: str) -> str:
+        return self.for_job(member_job_id(member)).job(member)
+
+    def job_events(self, job_id: str) -> str:
+        return self.for_job(job_id).job_events(job_id)
+
+    def jobref(self, job_id: str) -> str:
+        return self.for_job(job_id).jobref(job_id)
+
+    def _only(self, what: str) -> ShardKeys:
+        if self.shards != 1:
+            raise ValueError(f"{what}: one per shard with {self.shards} shards; use all_shards")
+        return self.shard(0)
+
+    @property
+    def schedule(self) -> str:
+        """The schedule (one shard only)."""
+        return self._only("schedule").schedule
+
+    @property
+    def events(self) -> str:
+        """The global stream (one shard only; see :attr:`event_streams`)."""
+        return self._only("events").events
+
+    @property
+    def job_prefix(self) -> str:
+        return self._only("job_prefix").job_prefix
+
+    def claim(self, replica: str) -> str:
+        return self._only("claim").claim(replica)
 
 
 # Shared by the scripts: a key's type, and whether it is absent or of the wanted type.
@@ -161,34 +345,55 @@ local function kind(key) return redis.call('TYPE', key)['ok'] end
 local function usable(key, want) local t = kind(key); return t == 'none' or t == want end
 """
 
-# Move messages from the intake queue to this replica's in-flight list until it holds ARGV[1]
-# (a replica whose in-flight list is full takes nothing more).
-# KEYS: intake, inflight.  Returns how many moved.
+# Move messages to this replica's in-flight list until it holds ARGV[1] (a replica whose
+# in-flight list is full takes nothing more): first those handed back (the retry list, still
+# wrapped), then new ones from the intake queue, each wrapped as ``{ticket}:{raw}`` with a
+# ticket from the counter.  The ticket names one delivery of one message wherever it goes
+# next, so an admission into a shard of another slot, sent again after a crash, is known.
+# KEYS: intake, inflight, retry, ticket counter.  Returns how many moved.
 MOVE_TO_INFLIGHT: Final = """
 local room = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[2])
 local moved = 0
-while moved < room do
-  if not redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') then break end
+while moved < room and redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT') do
   moved = moved + 1
+end
+if moved < room then
+  local t = redis.call('TYPE', KEYS[4])['ok']
+  if t ~= 'none' and t ~= 'string' then return redis.error_reply('WRONGTYPE ticket counter') end
+  local ticket = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+  local wrapped = 0
+  while moved < room do
+    local raw = redis.call('RPOP', KEYS[1])
+    if not raw then break end
+    ticket = ticket + 1
+    redis.call('LPUSH', KEYS[2], string.format('%d', ticket) .. ':' .. raw)
+    moved = moved + 1
+    wrapped = wrapped + 1
+  end
+  if wrapped > 0 then redis.call('SET', KEYS[4], string.format('%d', ticket)) end
 end
 return moved
 """
 
 # Admit one valid message: start tracking unless already tracked or recently finished.
-# KEYS: schedule, job hash, job stream, inflight, job ID record.
-# ARGV: raw, member, project, job, instance, meta, force ('1'/'0'), now, job key prefix.
-# Returns 'admitted', 'tracked' or '${s_finished}' (the message leaves the in-flight list), or
-# 'conflict' (the job ID is tracked under another project) or 'corrupt' (a key of another
-# type is in the way): those two leave the message in flight for the caller to dead-letter.
+# KEYS: schedule, job hash, job stream, job ID record (the job's shard), and the in-flight
+# list when it shares their slot (one shard): then the message leaves it in the same step;
+# otherwise the caller removes it after this answered (and a retry is known by its ticket).
+# ARGV: in-flight entry, member, project, job, instance, meta, force ('1'/'0'), now, job key
+# prefix, ticket ('' for none).
+# Returns 'admitted', 'tracked' (also: this ticket was admitted before) or '${s_finished}'
+# (the message leaves the in-flight list), or 'conflict' (the job ID is tracked under another
+# project) or 'corrupt' (a key of another type is in the way): those two leave the message in
+# flight for the caller to dead-letter.
 # ``seq`` continues from the job's hash or, once that expired, from the job ID record.
 ADMIT: Final = _lua(
     _PRELUDE
     + """
 if not (usable(KEYS[1], 'zset') and usable(KEYS[2], 'hash') and usable(KEYS[3], 'stream')
-        and usable(KEYS[5], 'hash')) then
+        and usable(KEYS[4], 'hash')) then
   return 'corrupt'
 end
-local owner = redis.call('HGET', KEYS[5], '${f_project}')
+local owner = redis.call('HGET', KEYS[4], '${f_project}')
 if owner and owner ~= ARGV[3] then
   local other = ARGV[9] .. owner .. ':' .. ARGV[4]
   if kind(other) == 'hash' and redis.call('HGET', other, '${f_state}') == '${s_tracking}' then
@@ -197,13 +402,15 @@ if owner and owner ~= ARGV[3] then
 end
 local state = redis.call('HGET', KEYS[2], '${f_state}')
 local result
-if state == '${s_tracking}' then
+if ARGV[10] ~= '' and redis.call('HGET', KEYS[2], '${f_ticket}') == ARGV[10] then
+  result = 'tracked'
+elseif state == '${s_tracking}' then
   result = 'tracked'
 elseif state == '${s_finished}' and ARGV[7] ~= '1' then
   result = '${s_finished}'
 else
   local seq = math.max(tonumber(redis.call('HGET', KEYS[2], '${f_seq}') or '1') or 1,
-                       tonumber(redis.call('HGET', KEYS[5], '${f_seq}') or '1') or 1)
+                       tonumber(redis.call('HGET', KEYS[4], '${f_seq}') or '1') or 1)
   seq = string.format('%d', seq)
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], '${f_project}', ARGV[3], '${f_job}', ARGV[4],
@@ -211,19 +418,20 @@ else
     '${f_snap}', '', '${f_interval}', '0', '${f_attempts}', '0', '${f_nf_since}', '',
     '${f_taken_at}', ARGV[8], '${f_seq}', seq, '${f_epoch}', '0', '${f_token}', '',
     '${f_owner}', '', '${f_lease_until}', '', '${f_last_error}', '', '${f_last_poll_at}', '',
-    '${f_commit_id}', '', '${f_due}', ARGV[8])
-  redis.call('HSET', KEYS[5], '${f_project}', ARGV[3], '${f_seq}', seq)
-  redis.call('PERSIST', KEYS[5])
+    '${f_commit_id}', '', '${f_due}', ARGV[8], '${f_ticket}', ARGV[10])
+  redis.call('HSET', KEYS[4], '${f_project}', ARGV[3], '${f_seq}', seq)
+  redis.call('PERSIST', KEYS[4])
   redis.call('PERSIST', KEYS[3])
   redis.call('ZADD', KEYS[1], ARGV[8], ARGV[2])
   result = 'admitted'
 end
-redis.call('LREM', KEYS[4], 1, ARGV[1])
+if KEYS[5] then redis.call('LREM', KEYS[5], 1, ARGV[1]) end
 return result
 """
 )
 
-# Park an invalid message in the dead-letter list.  KEYS: dead, inflight.  ARGV: raw, record.
+# Park an invalid message in the dead-letter list.  KEYS: dead, inflight.
+# ARGV: in-flight entry, record.
 # Only a message still in flight is parked, so a retry after a lost reply adds no second record.
 DEAD_LETTER: Final = """
 if redis.call('LREM', KEYS[2], 1, ARGV[1]) == 0 then return 0 end
@@ -235,7 +443,9 @@ return 1
 # can take it, whatever the job's state (it may be unreadable: undecodable, keys of another
 # type, polls that keep crashing).  Used for ``corrupt_state`` (by the lease holder) and for an
 # operator's cancel (``*`` as the token: any lease, which the cancel takes over).
-# KEYS: schedule, job hash, dead, global stream, job stream, job ID record.
+# KEYS: schedule, job hash, global stream, job stream, job ID record (the job's shard), and
+# the dead-letter list when it shares their slot (one shard; otherwise the caller parks the
+# record).
 # ARGV: member, token ('*': the operator), dead-letter record ('' for none), retention,
 #       job id, project id, observed_at, detail, maxlen, seq memory, reason, final state,
 #       outcome, now (epoch seconds).
@@ -263,11 +473,11 @@ if is_hash then
   local ok2, doc = pcall(cjson.decode, m)
   if m ~= '' and ok2 and type(doc) == 'table' then meta = m end
 end
-local ref_ok = usable(KEYS[6], 'hash')
-if ref_ok then seq = math.max(seq, tonumber(redis.call('HGET', KEYS[6], '${f_seq}') or '') or 1) end
-local job_stream_ok = usable(KEYS[5], 'stream')
+local ref_ok = usable(KEYS[5], 'hash')
+if ref_ok then seq = math.max(seq, tonumber(redis.call('HGET', KEYS[5], '${f_seq}') or '') or 1) end
+local job_stream_ok = usable(KEYS[4], 'stream')
 if job_stream_ok then
-  local tail = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
+  local tail = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
   if tail[1] then
     local f = tail[1][2]
     for i = 1, #f, 2 do
@@ -279,16 +489,16 @@ local fields = {'event', 'job.abandoned', 'job_id', ARGV[5], 'project_id', ARGV[
   'seq', string.format('%d', seq), 'observed_at', ARGV[7], 'from_status', last,
   'to_status', last, 'job_status', last, 'reason', ARGV[11], 'detail', ARGV[8]}
 if meta ~= '' then table.insert(fields, '${f_meta}'); table.insert(fields, meta) end
-if usable(KEYS[4], 'stream') then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
+if usable(KEYS[3], 'stream') then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
 end
 if job_stream_ok then
-  redis.call('XADD', KEYS[5], '*', unpack(fields))
-  redis.call('EXPIRE', KEYS[5], ARGV[4])
+  redis.call('XADD', KEYS[4], '*', unpack(fields))
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
 end
 if ref_ok then
-  redis.call('HSET', KEYS[6], '${f_project}', ARGV[6], '${f_seq}', string.format('%d', seq + 1))
-  redis.call('EXPIRE', KEYS[6], ARGV[10])
+  redis.call('HSET', KEYS[5], '${f_project}', ARGV[6], '${f_seq}', string.format('%d', seq + 1))
+  redis.call('EXPIRE', KEYS[5], ARGV[10])
 end
 if usable(KEYS[1], 'zset') then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if is_hash then
@@ -298,13 +508,16 @@ if is_hash then
              ARGV[11] .. ': ' .. ARGV[8])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
-if ARGV[3] ~= '' and usable(KEYS[3], 'list') then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+if ARGV[3] ~= '' and KEYS[6] and usable(KEYS[6], 'list') then
+  redis.call('LPUSH', KEYS[6], ARGV[3])
+end
 return 1
 """
 )
 
-# Hand back the in-flight lists of replicas whose heartbeat lapsed.
-# KEYS: replicas, intake.  ARGV: now, inflight key prefix.  Returns messages handed back.
+# Hand back the in-flight lists of replicas whose heartbeat lapsed, onto the retry list
+# (tickets kept, taken before new messages).
+# KEYS: replicas, retry.  ARGV: now, inflight key prefix.  Returns messages handed back.
 RECOVER_ORPHANS: Final = """
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local moved = 0

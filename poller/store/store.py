@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
@@ -31,27 +31,22 @@ from poller.errors import PollerError
 from poller.intake import Admission, Invalid
 from poller.snapshot import AbandonReason, StoredSnapshot, format_timestamp
 from poller.store import schema
-from poller.store.schema import STATE_QUARANTINED, F, Keys, job_member
+from poller.store.connection import RedisClient, connect
+from poller.store.schema import (
+    STATE_QUARANTINED,
+    F,
+    Keys,
+    ShardKeys,
+    job_member,
+    member_job_id,
+    unwrap_entry,
+)
 from poller.tracking import JobState, Outcome, Plan
+
+__all__ = ["Claim", "Delivery", "JobView", "Store", "connect", "is_transient", "state_from_hash"]
 
 CommitResult = Literal["ok", "duplicate", "fenced", "gone", "corrupt"]
 AdmitResult = Literal["admitted", "tracked", "finished", "conflict", "corrupt"]
-
-
-def connect(url: str, *, socket_timeout: float = 5.0) -> Redis:
-    """A client for ``url`` that retries a command a few times when a connection drops.
-
-    Every write the poller makes is safe to retry: commits carry a unique ID, admissions and
-    claims are checked against the state they change.
-    """
-    return Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
 
 
 # Failures that say "not now" rather than "never": worth retrying with backoff.  (redis-py
@@ -123,6 +118,21 @@ class CorruptJobState(PollerError, ValueError):
     label = "unreadable job state in Redis"
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One intake message in flight: the entry as it sits in the in-flight list, and its
+    ticket and raw message (see ``schema.MOVE_TO_INFLIGHT``)."""
+
+    entry: bytes
+    ticket: str
+    raw: bytes
+
+    @classmethod
+    def of(cls, entry: bytes) -> Delivery:
+        ticket, raw = unwrap_entry(entry)
+        return cls(entry, ticket, raw)
+
+
 @dataclass(slots=True)
 class Claim:
     """The result of one claim: leased jobs, quarantined ones, and the next due time."""
@@ -142,23 +152,36 @@ class JobView:
     outcome: str
 
 
+ScriptCall = tuple[AsyncScript, list[str], list[Any]]
+
+
 class Store:
-    """Async operations on one prefix of one Redis database."""
+    """Async operations on one prefix of one Redis database or cluster, over its shards."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         retention: float = 86400.0,
         maxlen: int = 1_000_000,
         seq_memory: float = 30 * 86400.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.retention = retention
         self.maxlen = maxlen
         self.seq_memory = seq_memory
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout * 1000))
+        #: Called with (replicas wanted, replicas that acknowledged) after a short ``WAIT``.
+        self.on_wait_short: Callable[[int, int], None] | None = None
+        # With several shards the intake side and a job's shard are different slots: a step
+        # that spans both is two scripts (see ``admit_batch``).
+        self.split = keys.shards > 1
+        self._claims = itertools.count()
         self._pending_commits: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._move = redis.register_script(schema.MOVE_TO_INFLIGHT)
@@ -173,57 +196,90 @@ class Store:
         self._rate = redis.register_script(schema.ACQUIRE_RATE)
         self._requeue = redis.register_script(schema.REQUEUE_DEAD)
 
+    async def _run_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Send script calls in one pipeline (in a cluster, one per primary, all at once) and
+        return each reply, or the error it met, in order.  A call that met a server without
+        the script (restarted, failed over) did not run: it is sent again, loading it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, ((script, keys, args), reply) in enumerate(zip(calls, replies, strict=True)):
+            if isinstance(reply, NoScriptError):
+                try:
+                    replies[i] = await script(keys=keys, args=args)
+                except RedisError as exc:
+                    replies[i] = exc
+        return replies
+
+    # --- layout -------------------------------------------------------------------------
+
+    async def check_layout(self) -> int:
+        """Record this shard count under the prefix, or return the one recorded before.
+
+        Jobs live in the shard their ID hashes to for the count they were admitted under;
+        a replica with another count would look for them in the wrong place.
+        """
+        await self.redis.set(self.keys.layout, str(self.keys.shards), nx=True)
+        return int(_text(await self.redis.get(self.keys.layout)) or self.keys.shards)
+
     # --- intake -------------------------------------------------------------------------
 
     async def enqueue(self, *messages: str | bytes) -> int:
         """LPUSH messages onto the intake queue, as a producer would."""
         return int(await self.redis.lpush(self.keys.intake, *messages))
 
-    async def take_messages(self, replica: str, limit: int, block: float) -> list[bytes]:
+    async def _move_to_inflight(self, inflight: str, limit: int) -> int:
+        k = self.keys
+        return int(await self._move(keys=[k.intake, inflight, k.retry, k.tickets], args=[limit]))
+
+    async def take_messages(self, replica: str, limit: int, block: float) -> list[Delivery]:
         """Messages in this replica's in-flight list (oldest first), moving new ones there.
 
         Blocks up to ``block`` seconds when the queue is empty.  Whatever sits in the in-flight
         list is returned again until admitted or dead-lettered, so a lost reply loses nothing;
-        the list never grows past ``limit`` (plus one message a blocking wait brought), so a
-        message that cannot be admitted holds back at most that many.
+        the list never grows past ``limit``, so a message that cannot be admitted holds back
+        at most that many.
         """
         inflight = self.keys.inflight(replica)
-        moved = int(await self._move(keys=[self.keys.intake, inflight], args=[limit]))
-        if moved == 0 and block > 0:
-            pending = await self.redis.llen(inflight)
-            if not pending:
-                await self.redis.blmove(
-                    self.keys.intake, inflight, cast(int, block), "RIGHT", "LEFT"
-                )
+        moved = await self._move_to_inflight(inflight, limit)
+        if moved == 0 and block > 0 and not await self.redis.llen(inflight):
+            # Wait for a message without taking it (the list's tail moved onto itself), then
+            # take it the one way that hands out a ticket.
+            intake = self.keys.intake
+            if await self.redis.blmove(intake, intake, cast(int, block), "RIGHT", "RIGHT"):
+                await self._move_to_inflight(inflight, limit)
         raw = await self.redis.lrange(inflight, -limit, -1)
-        return [m if isinstance(m, bytes) else m.encode() for m in reversed(raw)]
+        return [Delivery.of(m if isinstance(m, bytes) else m.encode()) for m in reversed(raw)]
 
     async def admit(
-        self, replica: str, raw: bytes, admission: Admission, now: float
+        self, replica: str, delivery: Delivery, admission: Admission, now: float
     ) -> AdmitResult:
         """Start tracking an admitted message's job (idempotent; see ``schema.ADMIT``)."""
-        (result,) = await self.admit_batch(replica, [(raw, admission)], now)
+        (result,) = await self.admit_batch(replica, [(delivery, admission)], now)
         if isinstance(result, RedisError):
             raise result
         return cast(AdmitResult, result)
 
     async def admit_batch(
-        self, replica: str, messages: Sequence[tuple[bytes, Admission | Invalid]], now: float
+        self, replica: str, messages: Sequence[tuple[Delivery, Admission | Invalid]], now: float
     ) -> list[AdmitResult | Literal["dead_letter"] | RedisError]:
         """Admit the valid messages and dead-letter the invalid ones, in one round trip.
 
         One result per message, in order: what ``schema.ADMIT`` answered, ``"dead_letter"``,
         or the Redis error that message met (each message is its own script call, so one
         failure leaves the others done).  Every step is idempotent, so a batch may be sent
-        again after a lost reply.
+        again after a lost reply.  With several shards a second round trip takes the
+        admitted messages out of flight; until it has, a message sent again is known by its
+        ticket and admitted once.
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for raw, parsed in messages:
-                if isinstance(parsed, Invalid):
-                    await self._dead_letter_call(pipe, replica, raw, parsed.reason, now)
-                else:
-                    await self._admit_call(pipe, replica, raw, parsed, now)
-            replies = await pipe.execute(raise_on_error=False)
+        calls = [
+            self._dead_letter_call(replica, d, parsed.reason, now)
+            if isinstance(parsed, Invalid)
+            else self._admit_call(replica, d, parsed, now)
+            for d, parsed in messages
+        ]
+        replies = await self._run_scripts(calls)
         out: list[AdmitResult | Literal["dead_letter"] | RedisError] = []
         for (_, parsed), reply in zip(messages, replies, strict=True):
             if isinstance(reply, RedisError):
@@ -232,49 +288,50 @@ class Store:
                 out.append("dead_letter")
             else:
                 out.append(cast(AdmitResult, _text(reply)))
+        if self.split:
+            done = [d.entry for (d, _), r in zip(messages, out, strict=True)
+                    if r in ("admitted", "tracked", "finished")]  # fmt: skip
+            if done:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for entry in done:
+                        pipe.lrem(self.keys.inflight(replica), 1, cast(Any, entry))
+                    await pipe.execute()
         return out
 
-    async def _admit_call(
-        self, client: Any, replica: str, raw: bytes, admission: Admission, now: float
-    ) -> Any:
+    def _admit_call(
+        self, replica: str, delivery: Delivery, admission: Admission, now: float
+    ) -> ScriptCall:
         member = job_member(admission.project_id, admission.job_id)
-        return await self._admit(
-            keys=[
-                self.keys.schedule,
-                self.keys.job(member),
-                self.keys.job_events(admission.job_id),
-                self.keys.inflight(replica),
-                self.keys.jobref(admission.job_id),
-            ],
-            args=[
-                raw,
-                member,
-                admission.project_id,
-                admission.job_id,
-                admission.instance_id,
-                admission.meta,
-                "1" if admission.force else "0",
-                repr(now),
-                self.keys.job_prefix,
-            ],
-            client=client,
-        )
+        shard = self.keys.for_job(admission.job_id)
+        keys = [
+            shard.schedule,
+            shard.job(member),
+            shard.job_events(admission.job_id),
+            shard.jobref(admission.job_id),
+        ]
+        if not self.split:
+            keys.append(self.keys.inflight(replica))
+        args = [
+            delivery.entry, member, admission.project_id, admission.job_id,
+            admission.instance_id, admission.meta, "1" if admission.force else "0", repr(now),
+            shard.job_prefix, delivery.ticket,
+        ]  # fmt: skip
+        return self._admit, keys, args
 
-    async def _dead_letter_call(
-        self, client: Any, replica: str, raw: bytes, reason: str, now: float
-    ) -> Any:
+    def _dead_letter_call(
+        self, replica: str, delivery: Delivery, reason: str, now: float
+    ) -> ScriptCall:
         record = json.dumps(
-            {"raw": raw.decode("utf-8", "backslashreplace"), "reason": reason,
+            {"raw": delivery.raw.decode("utf-8", "backslashreplace"), "reason": reason,
              "at": format_timestamp(now)},
             ensure_ascii=False,
         )  # fmt: skip
-        return await self._dead(
-            keys=[self.keys.dead, self.keys.inflight(replica)], args=[raw, record], client=client
-        )
+        return self._dead, [self.keys.dead, self.keys.inflight(replica)], [delivery.entry, record]
 
-    async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None:
-        """Park ``raw`` in the dead-letter list with ``reason`` and take it out of flight."""
-        await self._dead_letter_call(self.redis, replica, raw, reason, now)
+    async def dead_letter(self, replica: str, delivery: Delivery, reason: str, now: float) -> None:
+        """Park a message in the dead-letter list with ``reason`` and take it out of flight."""
+        script, keys, args = self._dead_letter_call(replica, delivery, reason, now)
+        await script(keys=keys, args=args)
 
     async def requeue_dead(self, records: Sequence[tuple[str, str]]) -> list[bool]:
         """Move ``(record, raw message)`` dead letters back onto the intake queue, each
@@ -291,24 +348,38 @@ class Store:
         await self.redis.zadd(self.keys.replicas, {replica: until})
 
     async def recover_orphans(self, now: float) -> int:
-        """Hand the in-flight messages of replicas that stopped heart-beating back to intake."""
+        """Hand the in-flight messages of replicas that stopped heart-beating back (onto the
+        retry list, tickets kept, taken before new messages)."""
         return int(
             await self._recover(
-                keys=[self.keys.replicas, self.keys.intake],
+                keys=[self.keys.replicas, self.keys.retry],
                 args=[repr(now), self.keys.inflight_prefix],
             )
         )
 
+    async def _hand_back_list(self, inflight: str) -> int:
+        moved = 0
+        while await self.redis.lmove(inflight, self.keys.retry, "RIGHT", "RIGHT") is not None:
+            moved += 1
+        return moved
+
     async def deregister(self, replica: str) -> int:
         """On clean exit: hand back this replica's in-flight messages and forget it."""
-        inflight = self.keys.inflight(replica)
-        moved = 0
-        while await self.redis.lmove(inflight, self.keys.intake, "RIGHT", "RIGHT") is not None:
-            moved += 1
+        moved = await self._hand_back_list(self.keys.inflight(replica))
         await self.redis.zrem(self.keys.replicas, replica)
         return moved
 
     # --- schedule and leases --------------------------------------------------------------
+
+    def _shares(self, limit: int) -> list[tuple[ShardKeys, int]]:
+        """``limit`` split over the shards, the remainder to a rotating few (so a small limit
+        still reaches every shard in turn)."""
+        shards = self.keys.all_shards
+        base, extra = divmod(limit, len(shards))
+        start = next(self._claims) % len(shards)
+        shares = [(shards[i], base + (1 if (i - start) % len(shards) < extra else 0))
+                  for i in range(len(shards))]  # fmt: skip
+        return [(shard, n) for shard, n in shares if n > 0]
 
     async def claim_due(
         self, owner: str, now: float, lease: float, limit: int, claim_id: str | None = None
@@ -319,21 +390,34 @@ class Store:
         whose stored state cannot be decoded is quarantined (out of the schedule, a final
         ``job.abandoned`` for its consumers, a record in the dead-letter list) instead of being
         returned.  The claim carries an ID, so the client's retry after a lost reply gets the
-        same leases back.
+        same leases back.  With several shards, each gets its share of ``limit`` (one script
+        per shard, in one round trip).
         """
-        flat = await self._claim(
-            keys=[self.keys.schedule, self.keys.claim(owner)],
-            args=[
-                repr(now),
-                repr(now + lease),
-                limit,
-                owner,
-                self.keys.job_prefix,
-                claim_id or os.urandom(8).hex(),
-                max(1, int(lease * 1000)),
-            ],
-        )
-        claim = Claim(next_due=float(_text(flat[0])) if _text(flat[0]) else None)
+        claim_id = claim_id or os.urandom(8).hex()
+        shares = self._shares(limit)
+        calls: list[ScriptCall] = [
+            (self._claim, [shard.schedule, shard.claim(owner)],
+             [repr(now), repr(now + lease), share, owner, shard.job_prefix, claim_id,
+              max(1, int(lease * 1000))])
+            for shard, share in shares
+        ]  # fmt: skip
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            replies: list[Any] = [await script(keys=keys, args=args)]
+        else:
+            replies = await self._run_scripts(calls)
+        claim = Claim()
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        for reply in replies:
+            await self._read_claim(claim, reply, now)
+        return claim
+
+    async def _read_claim(self, claim: Claim, flat: list[Any], now: float) -> None:
+        if _text(flat[0]):
+            due = float(_text(flat[0]))
+            claim.next_due = due if claim.next_due is None else min(claim.next_due, due)
         i = 1
         while i < len(flat):
             member, token, count = _text(flat[i]), _text(flat[i + 1]), int(flat[i + 2])
@@ -350,7 +434,6 @@ class Store:
                 # On failure its lease lapses and a later claim quarantines it; keep the batch.
                 with contextlib.suppress(RedisError):
                     await self.quarantine(member, token, reason, now)
-        return claim
 
     async def quarantine(self, member: str, token: str, reason: str, now: float) -> bool:
         """Retire a job whose state is unusable: a final ``job.abandoned`` (``corrupt_state``)
@@ -382,22 +465,23 @@ class Store:
         outcome: str,
     ) -> bool:
         project_id, _, job_id = member.partition(":")
+        shard = self.keys.for_job(job_id)
+        keys = [shard.schedule, shard.job(member), shard.events, shard.job_events(job_id),
+                shard.jobref(job_id)]  # fmt: skip
+        if not self.split:
+            keys.append(self.keys.dead)
         result = await self._abandon(
-            keys=[
-                self.keys.schedule,
-                self.keys.job(member),
-                self.keys.dead,
-                self.keys.events,
-                self.keys.job_events(job_id),
-                self.keys.jobref(job_id),
-            ],
+            keys=keys,
             args=[
                 member, token, record, max(1, int(self.retention)), job_id, project_id,
                 format_timestamp(now), detail, self.maxlen, max(1, int(self.seq_memory)),
                 reason, final_state, outcome, repr(now),
             ],
         )  # fmt: skip
-        return bool(int(result))
+        done = bool(int(result))
+        if done and record and self.split:  # the dead-letter list is in another slot
+            await self.redis.lpush(self.keys.dead, record)
+        return done
 
     async def server_time(self) -> float:
         """The Redis server's clock, in epoch seconds."""
@@ -415,19 +499,35 @@ class Store:
             # Registered since the listing? Then it is alive: leave its list alone.
             if await self.redis.zscore(self.keys.replicas, replica) is not None:
                 continue
-            while await self.redis.lmove(key, self.keys.intake, "RIGHT", "RIGHT") is not None:
-                moved += 1
+            moved += await self._hand_back_list(_text(key))
         return moved
 
     async def renew(self, leases: Sequence[tuple[str, str]], until: float) -> list[bool]:
         """Extend ``(member, token)`` leases to ``until``; False where the lease was lost."""
         if not leases:
             return []
-        args: list[str] = [repr(until), self.keys.job_prefix]
-        for member, token in leases:
-            args += [member, token]
-        result = await self._renew(keys=[self.keys.schedule], args=args)
-        return [bool(int(r)) for r in result]
+        by_shard: dict[int, list[int]] = {}
+        for n, (member, _) in enumerate(leases):
+            by_shard.setdefault(self.keys.shard_index(member_job_id(member)), []).append(n)
+        calls: list[ScriptCall] = []
+        for index, positions in by_shard.items():
+            shard = self.keys.shard(index)
+            args: list[Any] = [repr(until), shard.job_prefix]
+            for n in positions:
+                args += list(leases[n])
+            calls.append((self._renew, [shard.schedule], args))
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            replies: list[Any] = [await script(keys=keys, args=args)]
+        else:
+            replies = await self._run_scripts(calls)
+        held = [False] * len(leases)
+        for positions, reply in zip(by_shard.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            for n, ok in zip(positions, reply, strict=True):
+                held[n] = bool(int(ok))
+        return held
 
     async def release(self, state: JobState, due: float, crash: str = "") -> bool:
         """Give an unused lease back; the job is due again at ``due``.
@@ -436,8 +536,9 @@ class Store:
         counted in the job's ``crashes``, so a job that can never be polled is retired.
         """
         member = job_member(state.project_id, state.job_id)
+        shard = self.keys.for_job(state.job_id)
         result = await self._release(
-            keys=[self.keys.schedule, self.keys.job(member)],
+            keys=[shard.schedule, shard.job(member)],
             args=[member, state.token, repr(due), crash],
         )
         return bool(int(result))
@@ -445,7 +546,11 @@ class Store:
     async def commit(
         self, state: JobState, plan: Plan, now: float, commit_id: str | None = None
     ) -> CommitResult:
-        """Apply ``plan`` if ``state``'s lease and ``seq`` still hold (see ``schema.COMMIT``)."""
+        """Apply ``plan`` if ``state``'s lease and ``seq`` still hold (see ``schema.COMMIT``).
+
+        With ``wait_replicas``, returns only after ``WAIT`` saw that many replicas take the
+        commit (or ``wait_timeout`` passed: then :attr:`on_wait_short` hears of it).
+        """
         member = job_member(state.project_id, state.job_id)
         hash_fields = [
             F.interval, repr(plan.interval),
@@ -473,18 +578,20 @@ class Store:
             "events": [[v for pair in event.fields for v in pair] for event in plan.events],
         }
         args: list[str | int] = [json.dumps(payload, ensure_ascii=False, separators=(",", ":"))]
+        shard = self.keys.for_job(state.job_id)
         keys = [
-            self.keys.schedule,
-            self.keys.job(member),
-            self.keys.events,
-            self.keys.job_events(state.job_id),
-            self.keys.jobref(state.job_id),
+            shard.schedule,
+            shard.job(member),
+            shard.events,
+            shard.job_events(state.job_id),
+            shard.jobref(state.job_id),
         ]
         return cast(CommitResult, _text(await self._group_commit(keys, args)))
 
     async def _group_commit(self, keys: list[str], args: list[str | int]) -> Any:
         """Send this commit together with every other commit that is ready in the same turn
-        of the event loop: one pipeline, one socket write, one round trip for all of them.
+        of the event loop: one pipeline, one socket write, one round trip for all of them
+        (in a cluster, one per primary, sent at once).
 
         The first commit of a turn schedules the send for the end of the turn; the send runs
         on its own (a drain cancelling one caller cannot strand the others' commits) and
@@ -512,23 +619,61 @@ class Store:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for keys, args, _ in batch:
                     pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
+                waits = self._queue_waits(pipe, [keys[0] for keys, _, _ in batch])
                 replies = await pipe.execute(raise_on_error=False)
-            for (keys, args, waiter), reply in zip(batch, replies, strict=True):
+            for (keys, args, waiter), reply in zip(batch, replies, strict=False):
                 if isinstance(reply, NoScriptError):  # a restarted Redis forgot the script
                     reply = await self._commit(keys=keys, args=args)
+                    if self.wait_replicas:
+                        await self._wait_after(keys[0])
                 _settle(waiter, reply)
+            self._check_waits(replies[len(batch) :][:waits])
         except Exception as exc:  # the whole pipeline failed: every caller hears why
             for _, _, waiter in batch:
                 _settle(waiter, exc)
+
+    # --- durability -----------------------------------------------------------------------
+
+    def _queue_waits(self, pipe: Any, first_keys: list[str]) -> int:
+        """Queue ``WAIT`` behind the commits, on each connection that carried some: a
+        cluster pipeline gets one per primary (pinned to the node owning those keys)."""
+        if not self.wait_replicas:
+            return 0
+        if not isinstance(self.redis, RedisCluster):
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            return 1
+        nodes = {}
+        for key in first_keys:
+            node = self.redis.get_node_from_key(key)
+            if node is not None:
+                nodes[node.name] = node
+        for node in nodes.values():
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms,
+                                 target_nodes=node)  # fmt: skip
+        return len(nodes)
+
+    def _check_waits(self, replies: Sequence[Any]) -> None:
+        for reply in replies:
+            acked = -1 if isinstance(reply, Exception) else int(reply)
+            if acked < self.wait_replicas and self.on_wait_short is not None:
+                self.on_wait_short(self.wait_replicas, max(0, acked))
+
+    async def _wait_after(self, key: str) -> None:
+        """``WAIT`` after a commit sent on its own (not on the pipeline's connection: this
+        covers the writes of the connection the retry used, the pool's first free one)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._queue_waits(pipe, [key])
+            self._check_waits(await pipe.execute(raise_on_error=False))
 
     # --- reads ----------------------------------------------------------------------------
 
     async def get_job(self, project_id: str, job_id: str) -> JobView | None:
         """The stored state of a job, or ``None`` if it was never tracked (or has expired)."""
         member = job_member(project_id, job_id)
+        shard = self.keys.for_job(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.job(member))
-            pipe.zscore(self.keys.schedule, member)
+            pipe.hgetall(shard.job(member))
+            pipe.zscore(shard.schedule, member)
             raw, score = await pipe.execute()
         if not raw:
             return None
@@ -546,18 +691,29 @@ class Store:
 
     async def next_due(self) -> float | None:
         """When the earliest scheduled job is due (or its lease ends), if any."""
-        first = await self.redis.zrange(self.keys.schedule, 0, 0, withscores=True)
-        return float(first[0][1]) if first else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in self.keys.all_shards:
+                pipe.zrange(shard.schedule, 0, 0, withscores=True)
+            firsts = await pipe.execute()
+        scores = [float(first[0][1]) for first in firsts if first]
+        return min(scores) if scores else None
 
     async def counts(self, now: float) -> dict[str, int]:
-        """Gauges: queue depth, dead letters, tracked jobs, jobs due now."""
+        """Gauges: queue depth, dead letters, tracked jobs, jobs due now (over every shard)."""
+        shards = self.keys.all_shards
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.llen(self.keys.intake)
             pipe.llen(self.keys.dead)
-            pipe.zcard(self.keys.schedule)
-            pipe.zcount(self.keys.schedule, "-inf", repr(now))
-            queue, dead, tracked, due = await pipe.execute()
-        return {"queue": int(queue), "dead": int(dead), "tracked": int(tracked), "due": int(due)}
+            for shard in shards:
+                pipe.zcard(shard.schedule)
+                pipe.zcount(shard.schedule, "-inf", repr(now))
+            queue, dead, *per_shard = await pipe.execute()
+        return {
+            "queue": int(queue),
+            "dead": int(dead),
+            "tracked": sum(int(n) for n in per_shard[0::2]),
+            "due": sum(int(n) for n in per_shard[1::2]),
+        }
 
     async def acquire_rate(self, per_second: float, burst: int = 1) -> float:
         """Seconds to wait before the next API request under the global rate limit (0: go)."""
@@ -569,10 +725,21 @@ class Store:
     async def read_events(
         self, job_id: str | None = None, start: str = "-", count: int | None = None
     ) -> list[tuple[str, dict[str, str]]]:
-        """Entries of the global stream (or one job's) from ``start``, as text."""
-        key = self.keys.job_events(job_id) if job_id else self.keys.events
-        entries = await self.redis.xrange(key, min=start, count=count)
-        return [
-            (_text(entry_id), {_text(k): _text(v) for k, v in (fields or {}).items()})
-            for entry_id, fields in entries or []
-        ]
+        """Entries of one job's stream, or of every shard's global stream merged in entry-ID
+        order, from ``start``, as text."""
+        keys = [self.keys.job_events(job_id)] if job_id else list(self.keys.event_streams)
+        merged: list[tuple[tuple[int, int], str, dict[str, str]]] = []
+        for key in keys:
+            entries = await self.redis.xrange(key, min=start, count=count)
+            for entry_id, fields in entries or []:
+                text = _text(entry_id)
+                decoded = {_text(k): _text(v) for k, v in (fields or {}).items()}
+                merged.append((_entry_order(text), text, decoded))
+        merged.sort(key=lambda e: e[0])
+        rows = [(entry_id, fields) for _, entry_id, fields in merged]
+        return rows[:count] if count is not None else rows
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, n = entry_id.partition("-")
+    return int(ms), int(n or 0)

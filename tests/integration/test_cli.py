@@ -272,7 +272,9 @@ def test_enqueue_from_stdin_refuses_a_bad_line_and_queues_nothing(
 
 async def test_cancel_json_says_what_was_published(store: Store, redis_server: LocalRedis) -> None:
     now = await store.server_time()
-    assert await store.admit("r1", b"JOB-c", Admission("JOB-c", "proj"), now) == "admitted"
+    await store.enqueue(b"JOB-c")
+    (delivery,) = await store.take_messages("r1", 10, 0)
+    assert await store.admit("r1", delivery, Admission("JOB-c", "proj"), now) == "admitted"
     env = redis_env(redis_server, store.keys.prefix)
     result = await _apoller("cancel", "JOB-c", "--who", "alice", "--json", env=env)
     assert result.returncode == 0, result.stderr

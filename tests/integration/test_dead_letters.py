@@ -11,12 +11,13 @@ import pytest
 from poller.commands import CommandError, dead_list, dead_requeue
 from poller.intake import parse_message
 from poller.store import Store
+from poller.store.store import Delivery
 
 
 async def dead_letter(store: Store, raw: bytes, reason: str, age: float = 0.0) -> None:
     """Park ``raw`` the way the daemon does, ``age`` seconds ago."""
     await store.redis.lpush(store.keys.inflight("r1"), raw)
-    await store.dead_letter("r1", raw, reason, await store.server_time() - age)
+    await store.dead_letter("r1", Delivery.of(raw), reason, await store.server_time() - age)
 
 
 async def listed(store: Store) -> list[dict[str, object]]:
@@ -112,7 +113,8 @@ async def test_requeue_all_takes_only_what_was_there_when_it_started(store: Stor
                 inflight = store.keys.inflight("r1")
                 raw = await store.redis.blmove(store.keys.intake, inflight, 0.05, "RIGHT", "LEFT")
                 if raw is not None:
-                    await store.dead_letter("r1", raw, "invalid job_id", await store.server_time())
+                    now = await store.server_time()
+                    await store.dead_letter("r1", Delivery.of(raw), "invalid job_id", now)
 
         tg.start_soon(daemon)
         with anyio.fail_after(20):

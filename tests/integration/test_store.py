@@ -26,8 +26,9 @@ async def admit(
 ) -> str:
     raw = job_id.encode()
     await store.enqueue(raw)
-    assert await store.take_messages("r1", 10, 0) == [raw]
-    return await store.admit("r1", raw, Admission(job_id, "proj", force=force), now)
+    (delivery,) = await store.take_messages("r1", 10, 0)
+    assert delivery.raw == raw
+    return await store.admit("r1", delivery, Admission(job_id, "proj", force=force), now)
 
 
 async def claim_one(store: Store, owner: str, now: float, lease: float = 30) -> JobState:
@@ -156,8 +157,8 @@ async def test_transient_failure_commits_backoff_without_events(store: Store) ->
 
 async def test_dead_letter_records_raw_reason_and_time(store: Store) -> None:
     await store.enqueue(b"../x")
-    (raw,) = await store.take_messages("r1", 10, 0)
-    await store.dead_letter("r1", raw, "invalid job_id", NOW)
+    (delivery,) = await store.take_messages("r1", 10, 0)
+    await store.dead_letter("r1", delivery, "invalid job_id", NOW)
     (record,) = await store.redis.lrange(store.keys.dead, 0, -1)
     doc = json.loads(record)
     assert doc["raw"] == "../x"
@@ -172,14 +173,15 @@ async def test_messages_of_a_dead_replica_are_handed_back(store: Store) -> None:
     await store.heartbeat("crashed", NOW + 10)
     assert await store.recover_orphans(NOW) == 0
     assert await store.recover_orphans(NOW + 11) == 2
-    assert sorted(await store.take_messages("r2", 10, 0)) == [b"JOB-A", b"JOB-B"]
+    assert sorted(d.raw for d in await store.take_messages("r2", 10, 0)) == [b"JOB-A", b"JOB-B"]
 
 
 async def test_unacknowledged_inflight_messages_are_returned_again(store: Store) -> None:
     await store.enqueue(b"JOB-A")
     first = await store.take_messages("r1", 10, 0)
     second = await store.take_messages("r1", 10, 0)
-    assert first == second == [b"JOB-A"]
+    assert first == second
+    assert [d.raw for d in first] == [b"JOB-A"]
 
 
 async def test_global_rate_limit_spaces_requests(store: Store) -> None:
@@ -204,9 +206,9 @@ async def test_unreadable_job_state_is_quarantined_not_fatal(store: Store) -> No
 
 async def test_dead_letter_retried_after_a_lost_reply_records_once(store: Store) -> None:
     await store.enqueue(b"a/b")
-    (raw,) = await store.take_messages("r1", 10, 0)
-    await store.dead_letter("r1", raw, "invalid job_id", NOW)
-    await store.dead_letter("r1", raw, "invalid job_id", NOW)  # the same call, replayed
+    (delivery,) = await store.take_messages("r1", 10, 0)
+    await store.dead_letter("r1", delivery, "invalid job_id", NOW)
+    await store.dead_letter("r1", delivery, "invalid job_id", NOW)  # the same call, replayed
     assert await store.redis.llen(store.keys.dead) == 1
 
 
@@ -216,7 +218,7 @@ async def test_inflight_list_of_a_replica_that_never_registered_is_recovered(sto
     await store.heartbeat("alive", NOW + 100)
     await store.take_messages("alive", 10, 0)  # nothing left for it; its list stays empty
     assert await store.recover_unregistered() == 1
-    assert await store.take_messages("alive", 10, 0) == [b"JOB-A"]
+    assert [d.raw for d in await store.take_messages("alive", 10, 0)] == [b"JOB-A"]
 
 
 async def test_a_garbled_epoch_does_not_stop_claims(store: Store) -> None:

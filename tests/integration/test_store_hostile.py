@@ -80,10 +80,12 @@ async def test_a_job_id_tracked_under_another_project_is_a_conflict(store: Store
     await admit(store)  # JOB-1 under "proj"
     raw = b'{"job_id":"JOB-1","project_id":"other"}'
     await store.enqueue(raw)
-    assert raw in await store.take_messages("r1", 10, 0)
-    result = await store.admit("r1", raw, Admission("JOB-1", "other"), NOW)
+    (delivery,) = await store.take_messages("r1", 10, 0)
+    assert delivery.raw == raw
+    result = await store.admit("r1", delivery, Admission("JOB-1", "other"), NOW)
     assert result == "conflict"
-    assert raw in await store.redis.lrange(store.keys.inflight("r1"), 0, -1)  # for the caller
+    # left in flight for the caller to dead-letter
+    assert delivery.entry in await store.redis.lrange(store.keys.inflight("r1"), 0, -1)
 
 
 async def test_a_job_id_finished_under_one_project_may_be_tracked_under_another(
@@ -96,8 +98,8 @@ async def test_a_job_id_finished_under_one_project_may_be_tracked_under_another(
     await store.commit(state, plan, NOW)
     raw = b'{"job_id":"JOB-1","project_id":"other"}'
     await store.enqueue(raw)
-    await store.take_messages("r1", 10, 0)
-    assert await store.admit("r1", raw, Admission("JOB-1", "other"), NOW) == "admitted"
+    (delivery,) = await store.take_messages("r1", 10, 0)
+    assert await store.admit("r1", delivery, Admission("JOB-1", "other"), NOW) == "admitted"
     moved = await claim_one(store, "r1", NOW)
     assert (moved.project_id, moved.seq) == ("other", 2)  # the per-job stream's seq goes on
 

@@ -28,8 +28,9 @@ NON_ASCII_META = {"note": "d\u00e9ploiement \u2713 \u90e8\u7f72 \U0001f680", "\u
 async def _admit_and_read_back(store: Store, raw: bytes, admission: Admission) -> tuple[str, ...]:
     own = Store(store.redis, Keys(f"{store.keys.prefix}-{uuid.uuid4().hex[:8]}"))
     await own.enqueue(raw)
-    assert await own.take_messages("r1", 10, 0) == [raw]
-    assert await own.admit("r1", raw, admission, await own.server_time()) == "admitted"
+    (delivery,) = await own.take_messages("r1", 10, 0)
+    assert delivery.raw == raw
+    assert await own.admit("r1", delivery, admission, await own.server_time()) == "admitted"
     view = await own.get_job(admission.project_id, admission.job_id)
     assert view is not None
     state = view.state

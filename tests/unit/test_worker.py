@@ -21,7 +21,7 @@ from poller.config import Secret, Settings
 from poller.intake import Admission, Invalid
 from poller.servicestage.models import JobSnapshot, Task
 from poller.servicestage.outcomes import Fetched, PollOutcome
-from poller.store.store import AdmitResult, Claim, CommitResult
+from poller.store.store import AdmitResult, Claim, CommitResult, Delivery
 from poller.tracking import JobState, Plan
 from poller.worker import MAX_POLL_CRASHES, Worker
 from tests.scrape import scraped
@@ -60,18 +60,19 @@ class FakeStore:
         state = JobState(job_id=job_id, project_id="proj", taken_at=self.clock.now())
         self.jobs[f"proj:{job_id}"] = dataclasses.replace(state, **fields)  # type: ignore[arg-type]
 
-    async def take_messages(self, replica: str, limit: int, block: float) -> list[bytes]:
+    async def take_messages(self, replica: str, limit: int, block: float) -> list[Delivery]:
         self._maybe_fail()
         if not self.messages:
             await self.clock.sleep(block)
-        return list(self.messages[:limit])
+        return [Delivery.of(raw) for raw in self.messages[:limit]]
 
     async def admit_batch(
-        self, replica: str, messages: Sequence[tuple[bytes, Admission | Invalid]], now: float
+        self, replica: str, messages: Sequence[tuple[Delivery, Admission | Invalid]], now: float
     ) -> list[AdmitResult | Literal["dead_letter"] | RedisError]:
         self._maybe_fail()
         results: list[AdmitResult | Literal["dead_letter"] | RedisError] = []
-        for raw, parsed in messages:
+        for delivery, parsed in messages:
+            raw = delivery.raw
             error = self.admit_error.get(raw)
             if isinstance(error, RedisError):
                 results.append(error)  # a pipeline reports it per message
@@ -87,10 +88,13 @@ class FakeStore:
                 results.append("admitted")
         return results
 
-    async def dead_letter(self, replica: str, raw: bytes, reason: str, now: float) -> None:
+    async def dead_letter(self, replica: str, delivery: Delivery, reason: str, now: float) -> None:
         self._maybe_fail()
-        self.messages.remove(raw)
-        self.dead.append((raw, reason))
+        self.messages.remove(delivery.raw)
+        self.dead.append((delivery.raw, reason))
+
+    async def check_layout(self) -> int:
+        return 1
 
     async def heartbeat(self, replica: str, until: float) -> None:
         self._maybe_fail()
