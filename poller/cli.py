@@ -342,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_leaf(group: BaseExceptionGroup[PollerError]) -> PollerError:
+    first = group.exceptions[0]
+    return first if isinstance(first, PollerError) else _first_leaf(first)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poller`` command; returns the exit code."""
     parser = build_parser()
@@ -351,6 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PollerError as exc:
         print(f"poller: {exc.describe()}", file=sys.stderr)
         return exc.exit_code
+    except BaseExceptionGroup as group:  # raised inside a task group (e.g. the worker's)
+        expected, other = group.split(PollerError)
+        if expected is None or other is not None:
+            raise
+        first = _first_leaf(expected)
+        print(f"poller: {first.describe()}", file=sys.stderr)
+        return first.exit_code
     except BrokenPipeError:
         # `poller events | head`: the reader left.  No traceback; point stdout at /dev/null
         # so the interpreter's final flush does not complain either.

@@ -158,6 +158,12 @@ def shard_of(job_id: str, shards: int) -> int:
     return zlib.crc32(job_id.encode()) % shards if shards > 1 else 0
 
 
+def slot_range(k: int, shards: int) -> tuple[int, int]:
+    """The ``k``-th of ``shards`` equal ranges of slots, ``[low, high)``, rounded to the
+    nearest slot (half up) as ``redis-cli --cluster create`` splits them over primaries."""
+    return (2 * k * SLOTS + shards) // (2 * shards), (2 * (k + 1) * SLOTS + shards) // (2 * shards)
+
+
 @functools.lru_cache(maxsize=64)
 def shard_prefixes(prefix: str, shards: int) -> tuple[str, ...]:
     """Each shard's key prefix.  One shard: ``prefix`` itself (the layout does not change).
@@ -166,9 +172,10 @@ def shard_prefixes(prefix: str, shards: int) -> tuple[str, ...]:
     (``{poller}`` -> ``{poller:x}``; a prefix without a tag is its own ``T`` and gets
     ``P:x``), where ``x`` is the smallest whole number whose tag's slot
     (``CRC16("T:x") mod 16384``) lies in the ``k``-th of ``shards`` equal ranges of the
-    16,384 slots.  So the shards' slots spread evenly: with the usual even split of slots
-    over the primaries, a shard count that is a multiple of the primaries gives each
-    primary an equal share.
+    16,384 slots, ``[round(k * 16384 / shards), round((k + 1) * 16384 / shards))`` (the
+    boundaries ``redis-cli --cluster create`` splits slots at).  So the shards' slots
+    spread evenly: with the usual even split of slots over the primaries, a shard count
+    that is a multiple of the primaries gives each primary an equal share.
     """
     if not 1 <= shards <= MAX_SHARDS:
         raise ValueError(f"shards must be between 1 and {MAX_SHARDS}")
@@ -177,7 +184,7 @@ def shard_prefixes(prefix: str, shards: int) -> tuple[str, ...]:
     tag = hash_tag(prefix)
     out = []
     for k in range(shards):
-        low, high = k * SLOTS // shards, (k + 1) * SLOTS // shards
+        low, high = slot_range(k, shards)
         x = 0
         while not low <= tag_slot(f"{tag if tag is not None else prefix}:{x}") < high:
             x += 1
