@@ -1,12 +1,19 @@
-"""How many polls per second one daemon replica sustains, and what each poll costs in CPU.
+"""How many polls per second daemon replicas sustain, what each poll costs in CPU (the
+daemons' and Redis's), and how evenly the replicas share the work.
 
-Starts a private redis-server, the emulator (a subprocess) with N long-running jobs, then runs
-one `poller run` replica, then two, each for a fixed window, and prints for each phase:
-polls/s completed, CPU seconds each daemon process spent per 1,000 polls, and the poll-lag
-percentiles (how late polls start after falling due).  Everything shares this machine's cores,
-so compare the phases of one run with each other, not absolute figures across machines.
+Starts a private Redis (one redis-server, or a local 3-primary + 3-replica cluster with
+``--topology cluster``), the emulator (a subprocess) with N long-running jobs, then for each
+replica count (``--replicas 1,2,3``) and each ``--wait-replicas`` value runs that many
+`poller run` replicas for a fixed window and prints: polls/s completed, each replica's share
+of them, daemon CPU seconds per 1,000 polls (and polls per daemon CPU-second), Redis CPU
+seconds per 1,000 polls (summed over the primaries of a cluster), and the poll-lag
+percentiles.  Everything shares this machine's cores, so compare the phases of one run with
+each other, not absolute figures across machines.
 
     .venv/bin/python bench/daemon_throughput.py --jobs 2000 --interval 1 --seconds 15
+    .venv/bin/python bench/daemon_throughput.py --replicas 1,2,3
+    .venv/bin/python bench/daemon_throughput.py --topology cluster --shards 3 --replicas 3 \
+        --wait-replicas 0,1
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from poller.localredis import LocalRedis, free_port
+from poller.localredis import LocalCluster, LocalRedis, free_port
 
 PROJECT = "bench-project"
 
@@ -93,7 +100,13 @@ def percentile(buckets: list[tuple[float, float]], q: float) -> str:
 
 
 def run_phase(
-    replicas: int, args: argparse.Namespace, redis_url: str, api: str, prefix: str
+    replicas: int,
+    args: argparse.Namespace,
+    redis_url: str,
+    api: str,
+    prefix: str,
+    redis_pids: list[int],
+    wait_replicas: int = 0,
 ) -> dict[str, float | str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env.update({
@@ -101,7 +114,8 @@ def run_phase(
         "POLLER_PROJECT_ID": PROJECT, "POLLER_AUTH_TOKEN": "sim-token",
         "POLLER_POLL_INTERVAL": str(args.interval), "POLLER_POLL_INTERVAL_MAX": str(args.interval),
         "POLLER_CONCURRENCY": str(args.concurrency), "POLLER_LOG_LEVEL": "warning",
-        "POLLER_JOB_TIMEOUT": "3600",
+        "POLLER_JOB_TIMEOUT": "3600", "POLLER_SHARDS": str(args.shards),
+        "POLLER_REDIS_WAIT_REPLICAS": str(wait_replicas),
     })  # fmt: skip
     procs = []
     ports = []
@@ -121,19 +135,22 @@ def run_phase(
             _wait_for_metrics(port)
         time.sleep(args.warmup)
         before = [(scrape(p), cpu_seconds(proc.pid)) for p, proc in zip(ports, procs, strict=True)]
+        redis_before = sum(cpu_seconds(pid) for pid in redis_pids)
         t0 = time.monotonic()
         time.sleep(args.seconds)
         elapsed = time.monotonic() - t0
         after = [(scrape(p), cpu_seconds(proc.pid)) for p, proc in zip(ports, procs, strict=True)]
+        redis_cpu = sum(cpu_seconds(pid) for pid in redis_pids) - redis_before
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(30)
-    polls = sum(
+    each = [
         total(a[0], "poller_polls_total") - total(b[0], "poller_polls_total")
         for a, b in zip(after, before, strict=True)
-    )
+    ]
+    polls = sum(each)
     cpu = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
     lag: dict[float, float] = {}
     for a, b in zip(after, before, strict=True):
@@ -142,11 +159,35 @@ def run_phase(
     lag_rows = sorted(lag.items())
     return {
         "replicas": replicas,
+        "wait": wait_replicas,
         "polls_per_s": polls / elapsed,
+        "shares": "/".join(f"{n / polls:.0%}" for n in each) if polls else "-",
         "cpu_s_per_1000_polls": 1000 * cpu / polls if polls else float("nan"),
+        "polls_per_cpu_s": polls / cpu if cpu else float("nan"),
+        "redis_cpu_s_per_1000_polls": 1000 * redis_cpu / polls if polls else float("nan"),
         "lag_p50": percentile(lag_rows, 0.5),
         "lag_p99": percentile(lag_rows, 0.99),
     }
+
+
+def redis_pids(topology: LocalRedis | LocalCluster) -> list[int]:
+    """The processes whose CPU is Redis's cost: the server, or a cluster's primaries."""
+    servers = topology.primaries() if isinstance(topology, LocalCluster) else [topology]
+    return [s.pid for s in servers if s.pid is not None]
+
+
+def enqueue(topology: LocalRedis | LocalCluster, prefix: str, ids: list[str]) -> None:
+    from redis import Redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    client: Redis | RedisCluster
+    if isinstance(topology, LocalCluster):
+        port = topology.primaries()[0].port
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", port)])
+    else:
+        client = Redis.from_url(topology.url)
+    client.lpush(f"{prefix}:jobs", *ids)
+    client.close()
 
 
 def main() -> None:
@@ -159,9 +200,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per phase")
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--replicas", default="1,2", help="replica counts, one phase each")
+    parser.add_argument("--topology", choices=("single", "cluster"), default="single")
+    parser.add_argument("--shards", type=int, default=1, help="POLLER_SHARDS")
+    parser.add_argument("--wait-replicas", default="0", help="POLLER_REDIS_WAIT_REPLICAS values")
     args = parser.parse_args()
+    counts = [int(n) for n in args.replicas.split(",")]
+    waits = [int(n) for n in args.wait_replicas.split(",")]
     lifetime = 3 * (args.warmup + args.seconds) + 60
-    with LocalRedis() as redis, tempfile.TemporaryDirectory() as tmp:
+    topology: LocalRedis | LocalCluster = (
+        LocalCluster(primaries=3, replicas_per_primary=1)
+        if args.topology == "cluster"
+        else LocalRedis()
+    )
+    with topology as redis, tempfile.TemporaryDirectory() as tmp:
         scenario_file = Path(tmp) / "bench.json"
         scenario_file.write_text(json.dumps(scenario(args.jobs, args.tasks, lifetime)))
         sim_port = free_port()
@@ -178,38 +230,42 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            import redis as redis_client
-
             api = f"http://127.0.0.1:{sim_port}"
             results = []
-            for replicas in (1, 2):
-                prefix = f"bench{replicas}"
-                client = redis_client.Redis.from_url(redis.url)
-                client.lpush(f"{prefix}:jobs", *[f"JOB-bench-{j:05d}" for j in range(args.jobs)])
-                client.close()
-                results.append(run_phase(replicas, args, redis.url, api, prefix))
+            for replicas in counts:
+                for wait in waits:
+                    prefix = f"{{bench{replicas}w{wait}}}"
+                    enqueue(redis, prefix, [f"JOB-bench-{j:05d}" for j in range(args.jobs)])
+                    results.append(run_phase(replicas, args, redis.url, api, prefix,
+                                             redis_pids(redis), wait))  # fmt: skip
         finally:
             sim.send_signal(signal.SIGTERM)
             sim.wait(30)
     demand = args.jobs / args.interval
     print(
         f"{args.jobs} jobs x {args.tasks} tasks, fixed interval {args.interval:g}s "
-        f"=> demand {demand:.0f} polls/s; {os.cpu_count()} CPUs shared by redis, emulator, daemons"
+        f"=> demand {demand:.0f} polls/s; Redis: {args.topology}, {args.shards} shard(s); "
+        f"{os.cpu_count()} CPUs shared by redis, emulator, daemons"
     )
     print(
-        f"{'replicas':>8} {'polls/s':>9} {'of demand':>9} {'CPU s/1000 polls':>17} "
+        f"{'replicas':>8} {'wait':>4} {'polls/s':>9} {'of demand':>9} {'shares':>14} "
+        f"{'daemon CPU s/1k':>15} {'polls/CPU-s':>11} {'redis CPU s/1k':>14} "
         f"{'lag p50':>8} {'lag p99':>8}"
     )
     for r in results:
         print(
-            f"{r['replicas']:>8} {r['polls_per_s']:>9.0f} {float(r['polls_per_s']) / demand:>9.0%} "
-            f"{r['cpu_s_per_1000_polls']:>17.3f} {r['lag_p50']:>8} {r['lag_p99']:>8}"
+            f"{r['replicas']:>8} {r['wait']:>4} {r['polls_per_s']:>9.0f} "
+            f"{float(r['polls_per_s']) / demand:>9.0%} {r['shares']:>14} "
+            f"{r['cpu_s_per_1000_polls']:>15.3f} {r['polls_per_cpu_s']:>11.0f} "
+            f"{r['redis_cpu_s_per_1000_polls']:>14.3f} {r['lag_p50']:>8} {r['lag_p99']:>8}"
         )
-    one, two = results
-    print(
-        "two replicas / one replica throughput: "
-        f"{float(two['polls_per_s']) / float(one['polls_per_s']):.2f}x"
-    )
+    base = results[0]
+    for r in results[1:]:
+        print(
+            f"{r['replicas']} replicas, wait {r['wait']} / {base['replicas']} replica(s), wait "
+            f"{base['wait']}: {float(r['polls_per_s']) / float(base['polls_per_s']):.2f}x polls/s, "
+            f"{float(r['polls_per_cpu_s']) / float(base['polls_per_cpu_s']):.2f}x polls/CPU-s"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -139,6 +140,17 @@ async def build_worker(
                 proxy=env_proxy(settings.base_url),
             )
             worker = Worker(settings, store, client, metrics=metrics, health=health)
+
+            last_warned = [-60.0]
+
+            def wait_short(wanted: int, got: int) -> None:
+                metrics.redis_wait_short.inc()
+                if time.monotonic() - last_warned[0] >= 60.0:  # once a minute at most
+                    last_warned[0] = time.monotonic()
+                    log.warning("redis replicas behind; commits not yet on a replica",
+                                wanted=wanted, acknowledged=got)  # fmt: skip
+
+            store.on_wait_short = wait_short
             async with anyio.create_task_group() as tg:
                 tg.start_soon(auth.maintain)
                 yield worker

@@ -231,6 +231,12 @@ class Metrics:
         self.leases_lost = Counter(
             "poller_leases_lost_total", "Leases found taken over while polling.", registry=r
         )
+        self.redis_wait_short = Counter(
+            "poller_redis_wait_short_total",
+            "Commit batches whose WAIT (POLLER_REDIS_WAIT_REPLICAS) timed out before enough "
+            "Redis replicas had them: a failover now could lose those events.",
+            registry=r,
+        )
         self.orphans_recovered = Counter(
             "poller_intake_recovered_total",
             "Intake messages handed back from replicas that died.",

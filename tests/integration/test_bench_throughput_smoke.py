@@ -38,7 +38,18 @@ def test_sim_throughput_runs_small_and_reports_requests_per_second() -> None:
 def test_daemon_throughput_runs_small_and_reports_both_phases() -> None:
     out = _run("bench/daemon_throughput.py", "--jobs", "50", "--seconds", "1", "--warmup", "1",
                "--concurrency", "16")  # fmt: skip
-    rows = re.findall(r"^\s+([12])\s+(\d+)\s", out, re.M)
+    rows = re.findall(r"^\s+([12])\s+0\s+(\d+)\s", out, re.M)
     assert [replicas for replicas, _ in rows] == ["1", "2"], out
     assert all(int(polls) > 0 for _, polls in rows), out
-    assert "two replicas / one replica throughput" in out
+    assert re.search(r"^2 replicas, wait 0 / 1 replica\(s\), wait 0: [\d.]+x polls/s", out, re.M)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_daemon_throughput_runs_on_a_cluster_with_shards_and_wait() -> None:
+    out = _run("bench/daemon_throughput.py", "--jobs", "30", "--seconds", "1", "--warmup", "1",
+               "--concurrency", "16", "--topology", "cluster", "--shards", "3",
+               "--wait-replicas", "0,1", "--replicas", "1")  # fmt: skip
+    rows = re.findall(r"^\s+1\s+([01])\s+(\d+)\s.*\s([\d.]+)\s+\S+\s+\S+$", out, re.M)
+    assert [wait for wait, _, _ in rows] == ["0", "1"], out
+    assert all(int(polls) > 0 and float(redis_cpu) >= 0 for _, polls, redis_cpu in rows), out
