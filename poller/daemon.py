@@ -7,12 +7,14 @@ import random
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import anyio
 from aiohttp import web
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 
 from poller.config import Settings, replace, unknown_variables
@@ -55,18 +57,37 @@ async def durability_warnings(redis: RedisClient) -> list[str]:
     Read from ``INFO`` (and ``CONFIG GET save`` where allowed: managed services often forbid
     ``CONFIG``), so it works on any Redis the daemon can talk to.
     """
+    if isinstance(redis, RedisCluster):  # every primary holds some of the keys
+        cluster = redis
+        found: list[str] = []
+        for node in cluster.get_primaries():
+
+            async def info(section: str, node: ClusterNode = node) -> Any:
+                return await cluster.info(section, target_nodes=node)
+
+            async def save(node: ClusterNode = node) -> Any:
+                return await cluster.config_get("save", target_nodes=node)
+
+            found += [w for w in await _node_warnings(info, save) if w not in found]
+        return found
+    return await _node_warnings(redis.info, lambda: redis.config_get("save"))
+
+
+async def _node_warnings(
+    info: Callable[[str], Awaitable[Any]], config_save: Callable[[], Awaitable[Any]]
+) -> list[str]:
     warnings = []
-    memory = await redis.info("memory")
+    memory = await info("memory")
     policy = str(memory.get("maxmemory_policy", ""))
     if policy in _EVICTING_POLICIES:
         warnings.append(
             f"Redis maxmemory-policy is {policy}: under memory pressure it may evict a tracked "
             "job's state (a lost job); use noeviction or a volatile-* policy"
         )
-    persistence = await redis.info("persistence")
+    persistence = await info("persistence")
     if not int(persistence.get("aof_enabled", 0)):
         try:
-            save = (await redis.config_get("save")).get("save", "")
+            save = (await config_save()).get("save", "")
         except RedisError:
             save = "unknown"
         if not save:
