@@ -153,6 +153,7 @@ class JobView:
 
 
 ScriptCall = tuple[AsyncScript, list[str], list[Any]]
+PendingCommit = tuple[list[str], list[str | int], asyncio.Future[Any]]
 
 
 class Store:
@@ -182,7 +183,7 @@ class Store:
         # that spans both is two scripts (see ``admit_batch``).
         self.split = keys.shards > 1
         self._claims = itertools.count()
-        self._pending_commits: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._pending_commits: list[PendingCommit] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._move = redis.register_script(schema.MOVE_TO_INFLIGHT)
         self._admit = redis.register_script(schema.ADMIT)
@@ -202,7 +203,9 @@ class Store:
         the script (restarted, failed over) did not run: it is sent again, loading it."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # by name: redis-py's cluster pipeline blocks its evalsha() method, not the
+                # command (routed by its keys' slot like any other)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         for i, ((script, keys, args), reply) in enumerate(zip(calls, replies, strict=True)):
             if isinstance(reply, NoScriptError):
@@ -612,25 +615,39 @@ class Store:
         self._sending.add(task)  # held until done, so it is never collected mid-flight
         task.add_done_callback(self._sending.discard)
 
-    async def _send_commits(
-        self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]
-    ) -> None:
+    async def _send_commits(self, batch: list[PendingCommit]) -> None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
-                waits = self._queue_waits(pipe, [keys[0] for keys, _, _ in batch])
-                replies = await pipe.execute(raise_on_error=False)
-            for (keys, args, waiter), reply in zip(batch, replies, strict=False):
-                if isinstance(reply, NoScriptError):  # a restarted Redis forgot the script
-                    reply = await self._commit(keys=keys, args=args)
-                    if self.wait_replicas:
-                        await self._wait_after(keys[0])
-                _settle(waiter, reply)
-            self._check_waits(replies[len(batch) :][:waits])
+            pending = batch
+            for _ in range(2):
+                replies = await self._commit_pipeline(pending)
+                forgot = [c for c, reply in zip(pending, replies, strict=True)
+                          if isinstance(reply, NoScriptError)]  # fmt: skip
+                for (_, _, waiter), reply in zip(pending, replies, strict=True):
+                    if not isinstance(reply, NoScriptError):
+                        _settle(waiter, reply)
+                if not forgot:
+                    return
+                # A restarted or promoted server without the script: nothing of those commits
+                # ran.  Load it (on every primary of a cluster) and send them again, WAIT too.
+                await self.redis.script_load(schema.COMMIT)
+                pending = forgot
+            for _, _, waiter in pending:
+                _settle(waiter, NoScriptError("the commit script could not be loaded"))
         except Exception as exc:  # the whole pipeline failed: every caller hears why
             for _, _, waiter in batch:
                 _settle(waiter, exc)
+
+    async def _commit_pipeline(self, batch: list[PendingCommit]) -> list[Any]:
+        """One pipeline of commits (and their ``WAIT``); each commit's reply, in order."""
+        if self.wait_replicas and isinstance(self.redis, RedisCluster):
+            await self.redis.initialize()  # WAIT is pinned to nodes: the slot map must be known
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.execute_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+            self._queue_waits(pipe, [keys[0] for keys, _, _ in batch])
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        self._check_waits(replies[len(batch) :])
+        return replies[: len(batch)]
 
     # --- durability -----------------------------------------------------------------------
 
@@ -657,13 +674,6 @@ class Store:
             acked = -1 if isinstance(reply, Exception) else int(reply)
             if acked < self.wait_replicas and self.on_wait_short is not None:
                 self.on_wait_short(self.wait_replicas, max(0, acked))
-
-    async def _wait_after(self, key: str) -> None:
-        """``WAIT`` after a commit sent on its own (not on the pipeline's connection: this
-        covers the writes of the connection the retry used, the pool's first free one)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self._queue_waits(pipe, [key])
-            self._check_waits(await pipe.execute(raise_on_error=False))
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -172,7 +172,8 @@ async def test_commits_on_a_cluster_wait_for_a_replica_on_each_primary(
                 plan = plan_after_poll(state, done, now=NOW, policy=Policy(), rng=random.Random(1))
                 tg.start_soon(store.commit, state, plan, NOW)
         stats = cluster.command_stats()
-        assert all(stats[p.port].get("wait", 0) == 1 for p in cluster.primaries())
+        # at least once on each (twice where the script had to be loaded first)
+        assert all(stats[p.port].get("wait", 0) >= 1 for p in cluster.primaries()), stats
         assert short == []
         for job_id in ids:
             assert [f["event"] for _, f in await store.read_events(job_id)] == [
