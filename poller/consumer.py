@@ -371,7 +371,8 @@ class StreamCursor:
         With several streams, one blocking ``XREAD`` per stream runs at once (each on a
         connection of its own); the first to answer with entries ends the others.  Ended
         reads only wait (``XREAD`` takes nothing), so no entry is lost: what they would have
-        returned is there for the next :meth:`fetch`.
+        returned is there for the next :meth:`fetch`.  (An ended read's connection is closed
+        and opened again on its next use: the price of waiting on several slots at once.)
         """
         if len(self.positions) == 1:
             ((stream, last),) = self.positions.items()
