@@ -572,6 +572,10 @@ class Forwarder:
                     with anyio.move_on_after(wait.failed()):
                         await self._wake[job].wait()
                     continue
+                if queue[0][1] != entry_id:
+                    # an older entry of the job joined the queue during the check (claimed
+                    # from a dead consumer): it goes first
+                    continue
                 wait.succeeded()
                 heapq.heappop(queue)
                 try:

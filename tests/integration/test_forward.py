@@ -335,6 +335,50 @@ async def test_filters(store: Store) -> None:
     assert set(typed.attempts) == {"F2:1"}
 
 
+class _ClaimDuringCheck:
+    """A Redis client for a forwarder: the first time it checks for an older pending entry
+    of the job, the dead consumer's entry has just gone idle and is claimed first (what the
+    claimer does at any moment), so the older entry joins the job's queue mid-check."""
+
+    def __init__(self, redis: Redis, group: str, dead: str) -> None:
+        self._redis, self._group, self._dead = redis, group, dead
+        self.forwarder: Forwarder | None = None
+        self.claimed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def xpending_range(self, stream: str, group: str, **kw: Any) -> Any:
+        if self.forwarder is not None and not self.claimed:
+            rows = await self._redis.xpending_range(stream, group, "-", "+", 10, self._dead)
+            ids = [r["message_id"] for r in rows]
+            await self._redis.xclaim(stream, group, self._dead, 0, ids, idle=120_000, justid=True)
+            self.claimed = await self.forwarder.claim_once()
+        return await self._redis.xpending_range(stream, group, **kw)
+
+
+async def test_an_older_entry_claimed_while_checking_the_queue_head_goes_first(
+    store: Store,
+) -> None:
+    async with receiving() as rx:
+        await publish(store.redis, store.keys, "O1", 1)
+        await store.redis.xgroup_create(store.keys.events, "forward", id="0-0")
+        # consumer "dead" was given seq 1 and never acknowledged it
+        await store.redis.xreadgroup("forward", "dead", {store.keys.events: ">"}, count=1)
+        await publish(store.redis, store.keys, "O1", 2)
+        redis = _ClaimDuringCheck(store.redis, "forward", "dead")
+        fwd = Forwarder(redis, store.keys, options(rx.url, claim_idle=60.0))  # type: ignore[arg-type]
+        redis.forwarder = fwd
+        async with anyio.create_task_group() as tg:
+            await tg.start(fwd.run)
+            await eventually(lambda: rx.has({"O1:1", "O1:2"}))
+            await eventually(lambda: _zero(pending(store)))
+            tg.cancel_scope.cancel()
+    assert redis.claimed == 1
+    assert rx.accepted == ["O1:1", "O1:2"]
+    assert not rx.bad
+
+
 def _env(redis_url: str, prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env |= {"POLLER_REDIS_URL": redis_url, "POLLER_KEY_PREFIX": prefix}
