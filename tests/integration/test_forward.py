@@ -581,3 +581,18 @@ async def test_a_dead_forwarders_deliveries_on_every_shard_are_taken_over_in_ord
             await eventually(lambda: _zero(pending(sharded)))
     assert not rx.bad, rx.bad[:5]  # every job's seq 1 accepted before its 2 and 3
     assert scraped(second.metrics, "poller_forward_claimed_total") == len(jobs)
+
+
+async def test_a_group_deleted_on_one_shard_is_created_again_there(sharded: Store) -> None:
+    jobs = jobs_in_shards(SHARDS)
+    async with receiving() as rx:
+        ids = await publish_jobs(sharded, len(jobs), 1, job_ids=jobs)
+        async with forwarding(sharded, rx.url):
+            await eventually(lambda: rx.has(ids))
+            await sharded.redis.xgroup_destroy(sharded.keys.for_job(jobs[1]).events, "forward")
+            more = await publish_jobs(sharded, len(jobs), 2, first=2, job_ids=jobs)
+            await eventually(lambda: rx.has(ids | more))
+            await eventually(lambda: _zero(pending(sharded)))
+    assert not rx.bad, rx.bad[:5]
+    for stream in sharded.keys.event_streams:
+        assert [g["name"] for g in await sharded.redis.xinfo_groups(stream)] == [b"forward"]
