@@ -234,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "events", parents=[common], help="print events",
-        description="Print events from {prefix}:events (or one job's stream with --job), "
-        "oldest first: every one kept, or with --follow only those published from now on "
-        "(like tail -f).  --since or --tail N adds history first.",
+        description="Print events from {prefix}:events (every shard's with POLLER_SHARDS, "
+        "merged by entry ID; or one job's stream with --job), oldest first: every one kept, "
+        "or with --follow only those published from now on (like tail -f).  --since or "
+        "--tail N adds history first.",
     )  # fmt: skip
     p.add_argument("--job", metavar="JOB_ID", help="only this job's events")
     p.add_argument(

@@ -14,7 +14,14 @@ from redis.exceptions import RedisError
 
 from poller import errors
 from poller.backoff import Backoff
-from poller.consumer import ConsumerGroup, JobEvent, WaitTimeout, tail_events, wait_for_job
+from poller.consumer import (
+    ConsumerGroup,
+    JobEvent,
+    WaitTimeout,
+    merge_entries,
+    tail_events,
+    wait_for_job,
+)
 from poller.errors import PollerError
 from poller.intake import Admission, Invalid, build_message, parse_message
 from poller.snapshot import EventKind, format_timestamp
@@ -268,40 +275,41 @@ async def events(
     consumer: str | None = None,
     out: Out = sys.stdout,
 ) -> int:
-    """Print events of all jobs or one.
+    """Print events of all jobs (every shard's global stream, merged by entry ID) or one.
 
-    Where it starts: after ``since`` when given; with ``tail``, the last ``tail`` entries;
-    otherwise the beginning, or with ``follow`` only what is published from now on (like
-    ``tail -f``).  With ``follow`` it keeps waiting for new events.
+    Where it starts: after ``since`` when given (in every shard: an ID or a time); with
+    ``tail``, the last ``tail`` entries (over all shards); otherwise the beginning, or with
+    ``follow`` only what is published from now on (like ``tail -f``).  With ``follow`` it
+    keeps waiting for new events.
 
     With ``group``, read through that consumer group (created at ``since``, or at the
-    beginning, or with ``follow`` at now, if missing) and acknowledge each event after
-    printing it, so a pipeline is a durable consumer.
+    beginning, or with ``follow`` at now, if missing; on every shard's stream) and
+    acknowledge each event after printing it, so a pipeline is a durable consumer.
     """
     if tail is not None and (since is not None or group):
         raise UsageError("--tail goes neither with --since nor with --group")
     colours = use_colour(out) and not as_json
-    key = store.keys.job_events(job_id) if job_id else store.keys.events
-    start = since if since is not None else ("$" if follow else "0-0")
+    keys = store.keys
+    streams = (keys.job_events(job_id),) if job_id else keys.event_streams
+    start: str | dict[str, str] = since if since is not None else ("$" if follow else "0-0")
     printed = 0
     stream: AsyncIterator[JobEvent]
     group_reader: ConsumerGroup | None = None
     if tail is not None:
-        newest: Any = await store.redis.xrevrange(key, count=tail) if tail > 0 else []
-        history = [JobEvent.from_entry(entry_id, raw) for entry_id, raw in reversed(newest)]
+        history, start = await _last_events(store, streams, tail)
         for event in history[:count]:
             _print_event(event, out, as_json=as_json, colours=colours)
         printed = min(len(history), count if count is not None else len(history))
         if not follow or (count is not None and printed >= count):
             return 0
-        start = history[-1].entry_id if history else "$"
     if group:
+        assert isinstance(start, str)  # --tail (the only mapping) goes without --group
         group_reader = ConsumerGroup(
-            store.redis, key, group=group, consumer=consumer or "cli", start=start
+            store.redis, streams, group=group, consumer=consumer or "cli", start=start
         )
         stream = group_reader.events(follow=follow)
     else:
-        stream = tail_events(store.redis, store.keys, job_id=job_id, start=start, follow=follow)
+        stream = tail_events(store.redis, keys, job_id=job_id, start=start, follow=follow)
     if count is not None and printed >= count:
         return 0
     async for event in stream:
@@ -312,6 +320,24 @@ async def events(
         if count is not None and printed >= count:
             break
     return 0
+
+
+async def _last_events(
+    store: Store, streams: tuple[str, ...], tail: int
+) -> tuple[list[JobEvent], str | dict[str, str]]:
+    """The last ``tail`` events over ``streams`` (merged by entry ID, oldest first), and
+    where to follow on: after each stream's newest entry as it was read (not after the
+    newest shown: another shard's clock may lag, and its next entries sort before it)."""
+    if tail <= 0:
+        return [], "$"
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for key in streams:
+            pipe.xrevrange(key, count=tail)
+        newest: list[Any] = await pipe.execute()
+    pages = [(key, list(reversed(entries))) for key, entries in zip(streams, newest, strict=True)]
+    history = [entry.event() for entry in merge_entries(pages)][-tail:]
+    after = {key: _text(entries[-1][0]) if entries else "0-0" for key, entries in pages}
+    return history, after
 
 
 # ``poller wait``'s exit codes (the contract in DESIGN.md, "Operations").

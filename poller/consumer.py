@@ -22,13 +22,22 @@ Tail one job's stream (or every job's) as it grows::
 Consume every job's events durably, at least once, taking over what a crashed consumer of the
 same group left pending (at start and every ``claim_interval`` seconds after)::
 
-    group = ConsumerGroup(redis, keys.events, group="notifier", consumer="pod-1")
+    group = ConsumerGroup.for_events(redis, keys, group="notifier", consumer="pod-1")
     async for event in group.events():
         await notify(event)
         await group.ack(event)
 
 Delivery through a group is at least once: dedupe on ``(job_id, seq)`` if a redelivered
 event would hurt.
+
+Shards.  With ``POLLER_SHARDS=N`` every job's events go to its shard's global stream
+(:attr:`Keys.event_streams`, one per shard; in Redis Cluster each in its own hash slot, so
+no command here names two of them).  Everything above reads all of them: :func:`tail_events`
+follows every shard's stream, :meth:`ConsumerGroup.for_events` is one group on each.  A job
+never leaves its shard, so its events keep their order; across shards there is no total
+order, and events are merged by entry ID (a millisecond timestamp) as the best
+approximation.  :class:`StreamCursor` is the reader underneath, for whoever needs the
+positions themselves (e.g. to resume later).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,6 +67,8 @@ __all__ = [
     "ConsumerGroup",
     "JobEvent",
     "Keys",
+    "StreamCursor",
+    "StreamEntry",
     "WaitTimeout",
     "enqueue_job",
     "keys_from_settings",
@@ -75,7 +86,9 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
-    """One stream entry, typed.  ``fields`` keeps the raw map for anything not named here."""
+    """One stream entry, typed.  ``fields`` keeps the raw map for anything not named here;
+    ``stream`` is the stream it was read from, when the reader knows (every reader here sets
+    it: :meth:`ConsumerGroup.ack` acknowledges it there)."""
 
     entry_id: str
     event: str
@@ -95,10 +108,14 @@ class JobEvent:
     detail: str | None = None
     meta: dict[str, Any] | None = None
     fields: Mapping[str, str] = field(default_factory=dict, repr=False)
+    stream: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_entry(cls, entry_id: Any, raw: Mapping[Any, Any]) -> JobEvent:
-        """Decode a stream entry (bytes or text) into a :class:`JobEvent`."""
+    def from_entry(
+        cls, entry_id: Any, raw: Mapping[Any, Any], *, stream: str | None = None
+    ) -> JobEvent:
+        """Decode a stream entry (bytes or text) into a :class:`JobEvent`; ``stream``: the
+        stream it was read from."""
         f = {_text(k): _text(v) for k, v in raw.items()}
         index = f.get("task_index")
         terminal = f.get("terminal")
@@ -121,6 +138,7 @@ class JobEvent:
             detail=f.get("detail"),
             meta=json.loads(f["meta"]) if f.get("meta") else None,
             fields=f,
+            stream=stream,
         )
 
     @property
@@ -211,6 +229,173 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
     return [(entry_id, raw) for entries in streams for entry_id, raw in entries]
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry ID (``ms-seq``) as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _after(last: str) -> str:
+    """XRANGE's ``min`` for the entries after ``last``."""
+    return last if last == "0-0" else f"({last}"
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a task group that is not a cancellation (callers catch
+    ``RedisError``, not groups)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return group.exceptions[0]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One raw entry of one of the streams a :class:`StreamCursor` reads."""
+
+    stream: str
+    entry_id: str
+    raw: Mapping[Any, Any]
+
+    def event(self) -> JobEvent:
+        """The entry as a :class:`JobEvent` (raises ``KeyError``/``ValueError`` when it is not
+        one)."""
+        return JobEvent.from_entry(self.entry_id, self.raw, stream=self.stream)
+
+
+def merge_entries(pages: Sequence[tuple[str, Sequence[tuple[Any, Any]]]]) -> list[StreamEntry]:
+    """Entries of several streams (each page in its stream's order) in entry-ID order; ties
+    in the order of ``pages``.  One stream's order is always kept."""
+    merged = [
+        StreamEntry(stream, _text(entry_id), raw or {})
+        for stream, entries in pages
+        for entry_id, raw in entries
+    ]
+    if len(pages) > 1:
+        merged.sort(key=lambda e: entry_order(e.entry_id))  # stable: ties keep page order
+    return merged
+
+
+async def newest_entry_ids(redis: RedisClient, streams: Sequence[str]) -> dict[str, str]:
+    """Each stream's newest entry ID (``0-0`` for an empty or missing one), one round trip
+    per node (a pipeline: in a cluster, one per primary)."""
+    if len(streams) == 1:
+        return {streams[0]: await _last_entry_id(redis, streams[0])}
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xrevrange(stream, count=1)
+        replies = await pipe.execute()
+    return {s: _text(r[0][0]) if r else "0-0" for s, r in zip(streams, replies, strict=True)}
+
+
+class StreamCursor:
+    """A position in each of several streams (e.g. every shard's global stream), read
+    together and merged by entry ID.
+
+    Each stream is read with commands that name that stream only, so the streams may live in
+    different hash slots (Redis Cluster).  Reads do not move the cursor: call :meth:`advance`
+    for each entry consumed, so whatever was read but not consumed is read again.
+
+    :param positions: stream -> the ID of the last entry already seen there (``0-0``: none).
+    :param count: entries per stream per read.
+    """
+
+    def __init__(self, redis: RedisClient, positions: Mapping[str, str], *, count: int = 500):
+        if not positions:
+            raise ValueError("StreamCursor: no streams")
+        self.redis = redis
+        self.positions = dict(positions)
+        self.count = count
+
+    @classmethod
+    async def start_at(
+        cls,
+        redis: RedisClient,
+        streams: Sequence[str],
+        start: str | Mapping[str, str] = "0-0",
+        *,
+        count: int = 500,
+    ) -> StreamCursor:
+        """A cursor over ``streams``.
+
+        :param start: ``0-0`` every stream from its beginning; ``$`` after each stream's
+            newest entry now (fixed here, per stream); another ID: after that ID in every
+            stream; or a mapping stream -> ID (``$`` allowed), streams it leaves out from
+            their beginning.
+        """
+        wanted = {
+            s: (start.get(s, "0-0") if isinstance(start, Mapping) else start) for s in streams
+        }
+        now = [s for s, at in wanted.items() if at == "$"]
+        if now:
+            wanted |= await newest_entry_ids(redis, now)
+        return cls(redis, wanted, count=count)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self.positions)
+
+    def advance(self, entry: StreamEntry) -> None:
+        """Record ``entry`` as consumed: reads go on after it in its stream."""
+        self.positions[entry.stream] = entry.entry_id
+
+    async def fetch(self) -> list[StreamEntry]:
+        """Entries after the positions, without waiting, in entry-ID order.
+
+        With several streams, only up to the lowest last ID of the streams that filled a
+        page: whatever the streams hold beyond that (read again later) may sort before the
+        others' entries, so the merge stays in order over any backlog.
+        """
+        if len(self.positions) == 1:
+            ((stream, last),) = self.positions.items()
+            entries: Any = await self.redis.xrange(stream, min=_after(last), count=self.count)
+            return merge_entries([(stream, entries)])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, last in self.positions.items():
+                pipe.xrange(stream, min=_after(last), count=self.count)
+            replies = await pipe.execute()
+        pages = list(zip(self.positions, replies, strict=True))
+        full = [entry_order(_text(page[-1][0])) for _, page in pages if len(page) >= self.count]
+        merged = merge_entries(pages)
+        if full:
+            limit = min(full)
+            merged = [e for e in merged if entry_order(e.entry_id) <= limit]
+        return merged
+
+    async def wait(self, block_ms: int) -> list[StreamEntry]:
+        """Wait up to ``block_ms`` (``0``: without limit) for entries after the positions,
+        then return them (empty: none came).
+
+        With several streams, one blocking ``XREAD`` per stream runs at once (each on a
+        connection of its own); the first to answer with entries ends the others.  Ended
+        reads only wait (``XREAD`` takes nothing), so no entry is lost: what they would have
+        returned is there for the next :meth:`fetch`.  (An ended read's connection is closed
+        and opened again on its next use: the price of waiting on several slots at once.)
+        """
+        if len(self.positions) == 1:
+            ((stream, last),) = self.positions.items()
+            reply = await self.redis.xread({stream: last}, block=block_ms, count=self.count)
+            return merge_entries([(stream, _entries(reply))])
+        got: dict[str, list[tuple[Any, Any]]] = {}
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def one(stream: str, last: str) -> None:
+                    reply = await self.redis.xread({stream: last}, block=block_ms, count=self.count)
+                    entries = _entries(reply)
+                    if entries:
+                        got[stream] = entries
+                        tg.cancel_scope.cancel()
+
+                for stream, last in self.positions.items():
+                    tg.start_soon(one, stream, last)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        return merge_entries([(s, got[s]) for s in self.positions if s in got])
+
+
 async def _last_entry_id(redis: RedisClient, stream: str) -> str:
     """The ID of ``stream``'s newest entry, ``0-0`` when it is empty or missing."""
     newest = await redis.xrevrange(stream, count=1)
@@ -219,14 +404,14 @@ async def _last_entry_id(redis: RedisClient, stream: str) -> str:
 
 async def _read_after(redis: RedisClient, stream: str, last: str) -> list[JobEvent]:
     """Entries after ``last`` (exclusive), without waiting."""
-    entries: Any = await redis.xrange(stream, min=last if last == "0-0" else f"({last}", count=500)
-    return [JobEvent.from_entry(entry_id, raw) for entry_id, raw in entries]
+    entries: Any = await redis.xrange(stream, min=_after(last), count=500)
+    return [JobEvent.from_entry(entry_id, raw, stream=stream) for entry_id, raw in entries]
 
 
 async def _read_new(redis: RedisClient, stream: str, last: str, block_ms: int) -> list[JobEvent]:
     """Entries after ``last``, waiting up to ``block_ms`` for the first to arrive."""
     reply = await redis.xread({stream: last}, block=block_ms, count=500)
-    return [JobEvent.from_entry(entry_id, raw) for entry_id, raw in _entries(reply)]
+    return [JobEvent.from_entry(entry_id, raw, stream=stream) for entry_id, raw in _entries(reply)]
 
 
 async def tail_events(
@@ -234,28 +419,34 @@ async def tail_events(
     keys: Keys,
     *,
     job_id: str | None = None,
-    start: str = "0-0",
+    start: str | Mapping[str, str] = "0-0",
     block_ms: int = 2000,
     follow: bool = True,
 ) -> AsyncIterator[JobEvent]:
-    """Events of every job (``{prefix}:events``) or of ``job_id``, oldest first.
+    """Events of every job (every shard's global stream, :attr:`Keys.event_streams`) or of
+    ``job_id``, oldest first.
 
-    :param job_id: read that job's own stream instead of the global one.
+    A job's events come in order; events of jobs in different shards are merged by entry ID
+    (each event's ``stream`` says which it came from).
+
+    :param job_id: read that job's own stream instead of the global ones.
     :param start: ``0-0`` from the beginning; ``$`` only what is appended from now on (like
-        ``tail -f``; fixed once, at the first read, so nothing between two reads is missed);
-        or a stream entry ID, exclusive.
-    :param block_ms: how long one blocking read waits (keep it below the client's socket
-        timeout).
-    :param follow: keep waiting for new events; otherwise stop at the end of the stream.
+        ``tail -f``; fixed once per stream, at the first read, so nothing between two reads
+        is missed); a stream entry ID, exclusive (in every shard's stream: entries after
+        that time); or a mapping stream -> ID (see :meth:`StreamCursor.start_at`).
+    :param block_ms: how long one wait for new events takes at most (keep it below the
+        client's socket timeout); with several shards it waits on all of them at once.
+    :param follow: keep waiting for new events; otherwise stop at the end of the streams.
     """
-    stream = keys.job_events(job_id) if job_id else keys.events
-    last = await _last_entry_id(redis, stream) if start == "$" else start
+    streams = (keys.job_events(job_id),) if job_id else keys.event_streams
+    cursor = await StreamCursor.start_at(redis, streams, start, count=500)
     while True:
-        batch = await _read_after(redis, stream, last)
+        batch = await cursor.fetch()
         if not batch and follow:
-            batch = await _read_new(redis, stream, last, block_ms)
-        for event in batch:
-            last = event.entry_id
+            batch = await cursor.wait(block_ms)
+        for entry in batch:
+            event = entry.event()
+            cursor.advance(entry)
             yield event
         if not batch and not follow:
             return
@@ -360,10 +551,18 @@ async def wait_for_job(
 
 
 class ConsumerGroup:
-    """A named consumer in a Redis consumer group over one stream (created if missing).
+    """A named consumer in a Redis consumer group over one stream or several (the group is
+    created on each if missing).
+
+    Over several streams (every shard's global stream: :meth:`for_events`) it is one group of
+    the same name on each stream, read with commands that name one stream only (the streams
+    may be in different hash slots).  Events of one stream come in that stream's order (a
+    job's in its order: a job is in one shard); events of different streams are merged by
+    entry ID.  :meth:`ack` acknowledges an event on the stream it came from.
 
     :param redis: the client.
-    :param stream: the stream, e.g. ``keys.events`` or ``keys.job_events(job_id)``.
+    :param stream: the stream or streams, e.g. ``keys.event_streams``, ``keys.events`` (one
+        shard) or ``keys.job_events(job_id)``.
     :param group: the group's name; consumers of one group share the work.
     :param consumer: this consumer's name within the group; a restarted consumer with the same
         name first gets what it had been given but had not acknowledged.
@@ -372,14 +571,14 @@ class ConsumerGroup:
         over (it is presumed dead); keep it above the time one event takes to handle.
     :param claim_interval: how often, in seconds, to look for such entries while following
         (also once at the start).
-    :param block_ms: how long one blocking read waits.
-    :param count: entries per read.
+    :param block_ms: how long one wait for new entries takes at most.
+    :param count: entries per read (per stream).
     """
 
     def __init__(
         self,
         redis: RedisClient,
-        stream: str,
+        stream: str | Sequence[str],
         *,
         group: str,
         consumer: str,
@@ -389,8 +588,11 @@ class ConsumerGroup:
         block_ms: int = 2000,
         count: int = 100,
     ) -> None:
+        streams = (stream,) if isinstance(stream, str) else tuple(stream)
+        if not streams or len(set(streams)) != len(streams):
+            raise ValueError("ConsumerGroup: one stream or more, each once")
         self.redis = redis
-        self.stream = stream
+        self.streams = streams
         self.group = group
         self.consumer = consumer
         self.start = start
@@ -399,26 +601,77 @@ class ConsumerGroup:
         self.block_ms = block_ms
         self.count = count
 
+    @classmethod
+    def for_events(
+        cls, redis: RedisClient, keys: Keys, *, group: str, consumer: str, **options: Any
+    ) -> ConsumerGroup:
+        """A consumer of every job's events: the group on every shard's global stream."""
+        return cls(redis, keys.event_streams, group=group, consumer=consumer, **options)
+
+    @property
+    def stream(self) -> str:
+        """The stream, when there is one (see :attr:`streams`)."""
+        if len(self.streams) != 1:
+            raise ValueError(f"ConsumerGroup over {len(self.streams)} streams: see .streams")
+        return self.streams[0]
+
     async def ensure(self) -> None:
-        """Create the group (at ``start``) and the stream if they do not exist."""
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id=self.start, mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create the group (at ``start``) and the streams if they do not exist."""
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id=self.start, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def recover(self) -> list[JobEvent]:
-        """Take over entries other consumers left unacknowledged for ``claim_idle_ms``."""
+        """Take over entries other consumers left unacknowledged for ``claim_idle_ms``, on
+        every stream."""
         recovered: list[JobEvent] = []
+        for stream in self.streams:
+            cursor = "0-0"
+            while True:
+                reply = await self.redis.xautoclaim(
+                    stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.count
+                )
+                cursor, entries = _text(reply[0]), reply[1]
+                recovered += [
+                    JobEvent.from_entry(i, raw, stream=stream) for i, raw in entries if raw
+                ]
+                if cursor == "0-0":
+                    break
+        return recovered
+
+    async def _own_pending(self, stream: str) -> AsyncIterator[JobEvent]:
+        """What this consumer was given on ``stream`` before and never acknowledged."""
         cursor = "0-0"
         while True:
-            reply = await self.redis.xautoclaim(
-                self.stream, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.count
+            pending = _entries(
+                await self.redis.xreadgroup(
+                    self.group, self.consumer, {stream: cursor}, count=self.count
+                )
             )
-            cursor, entries = _text(reply[0]), reply[1]
-            recovered += [JobEvent.from_entry(i, raw) for i, raw in entries if raw]
-            if cursor == "0-0":
-                return recovered
+            if not pending:
+                return
+            for entry_id, raw in pending:
+                cursor = _text(entry_id)
+                if raw:
+                    yield JobEvent.from_entry(entry_id, raw, stream=stream)
+
+    async def _read_new(self) -> tuple[list[JobEvent], dict[str, str]]:
+        """New entries of every stream (``>``) without waiting, merged, and each stream's
+        newest entry ID just before (what a wait for more waits after)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:  # per stream in this order, on the stream's node
+                pipe.xrevrange(stream, count=1)
+                pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.count)
+            replies = await pipe.execute()
+        tops = {
+            s: _text(newest[0][0]) if newest else "0-0"
+            for s, newest in zip(self.streams, replies[0::2], strict=True)
+        }
+        pages = [(s, _entries(r)) for s, r in zip(self.streams, replies[1::2], strict=True)]
+        return [entry.event() for entry in merge_entries(pages)], tops
 
     async def events(self, *, follow: bool = True) -> AsyncIterator[JobEvent]:
         """This consumer's own pending entries, then others' stale ones, then new ones; while
@@ -427,41 +680,48 @@ class ConsumerGroup:
         :param follow: keep waiting for new entries; otherwise stop when none are left.
         """
         await self.ensure()
-        cursor = "0-0"
-        while True:  # what this consumer was given before and never acknowledged
-            pending = _entries(
-                await self.redis.xreadgroup(
-                    self.group, self.consumer, {self.stream: cursor}, count=self.count
-                )
-            )
-            if not pending:
-                break
-            for entry_id, raw in pending:
-                cursor = _text(entry_id)
-                if raw:
-                    yield JobEvent.from_entry(entry_id, raw)
+        for stream in self.streams:
+            async for event in self._own_pending(stream):
+                yield event
         for event in await self.recover():
             yield event
         claimed_at = time.monotonic()
+        block = min(self.block_ms, max(1, int(self.claim_interval * 1000)))
         while True:
             if follow and time.monotonic() - claimed_at >= self.claim_interval:
                 claimed_at = time.monotonic()
                 for event in await self.recover():
                     yield event
-            batch = await self.redis.xreadgroup(
-                self.group,
-                self.consumer,
-                {self.stream: ">"},
-                count=self.count,
-                block=min(self.block_ms, max(1, int(self.claim_interval * 1000)))
-                if follow
-                else None,
-            )
-            for entry_id, raw in _entries(batch):
-                yield JobEvent.from_entry(entry_id, raw)
+            if len(self.streams) == 1:
+                stream = self.streams[0]
+                reply = await self.redis.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    {stream: ">"},
+                    count=self.count,
+                    block=block if follow else None,
+                )
+                batch = [JobEvent.from_entry(i, raw, stream=stream) for i, raw in _entries(reply)]
+            else:
+                # Several streams cannot be one blocking XREADGROUP (other slots): read each
+                # without waiting; when none had anything, wait for an entry after the newest
+                # each had (XREAD takes nothing, so ending a wait early loses nothing).
+                batch, tops = await self._read_new()
+                if not batch and follow:
+                    await StreamCursor(self.redis, tops, count=1).wait(block)
+                    continue
+            for event in batch:
+                yield event
             if not batch and not follow:
                 return
 
     async def ack(self, event: JobEvent) -> None:
-        """Acknowledge ``event``: it will not be delivered to this group again."""
-        await self.redis.xack(self.stream, self.group, event.entry_id)
+        """Acknowledge ``event``: it will not be delivered to this group again.  Over several
+        streams, on the one it was read from (``event.stream``)."""
+        if len(self.streams) == 1:
+            stream = self.streams[0]
+        elif event.stream in self.streams:
+            stream = event.stream
+        else:
+            raise ValueError(f"event {event.entry_id} was not read from this group's streams")
+        await self.redis.xack(stream, self.group, event.entry_id)

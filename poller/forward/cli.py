@@ -153,7 +153,8 @@ def register(subparsers: Any) -> None:
     """Add the ``forward`` subcommand."""
     p = subparsers.add_parser(
         "forward", help="deliver events to a webhook (Standard Webhooks, signed)",
-        description="Deliver every event of {prefix}:events to --webhook as a Standard Webhooks "
+        description="Deliver every event of {prefix}:events (every shard's with POLLER_SHARDS: "
+        "the group on each) to --webhook as a Standard Webhooks "
         "1.0 POST (webhook-id {job_id}:{seq}, the same on every retry; webhook-timestamp; "
         "webhook-signature v1, HMAC-SHA256 with the whsec_ secret from --secret-file), through "
         "a consumer group: any number of forwarders share the work, at least once, each job's "

@@ -1,9 +1,18 @@
 """Deliver the global event stream to one webhook, through a Redis consumer group.
 
+With several shards (``POLLER_SHARDS``) the global stream is one stream per shard, each in a
+hash slot of its own: the group is one group of that name on each, and everything below holds
+per shard stream (every command names one stream only; the touch script is run per stream).
+A job lives in one shard, so its events are all in one stream and keep their order.
+
 How the guarantees hold, with any number of forwarders sharing one group:
 
 - **At least once.**  An entry is acknowledged (``XACK``) only after a 2xx, or after it was
-  parked in ``{prefix}:forward:dead`` (in the same ``MULTI``).  What a forwarder holds
+  parked in ``{prefix}:forward:dead`` (in the same ``MULTI``; with several shards the list
+  and the stream are in different slots, so the record is pushed first and the entry
+  acknowledged after: a forwarder that dies in between leaves the entry pending, and whoever
+  takes it over parks or delivers it again, so a second record of the same ``entry_id`` can
+  appear, a lost event cannot).  What a forwarder holds
   unacknowledged when it dies stays in the group's pending list; the others take it over with
   ``XAUTOCLAIM`` once it has been idle ``claim_idle`` seconds (they look every
   ``claim_interval``).  A live forwarder keeps what it holds from going idle by re-claiming
@@ -15,7 +24,8 @@ How the guarantees hold, with any number of forwarders sharing one group:
   (a dead one, typically): then it waits until that one is acknowledged (taken over and
   delivered by whoever claims it, possibly itself), so a job's later event never overtakes an
   earlier one.  Different jobs are delivered concurrently, at most ``concurrency`` requests at
-  a time; at most ``prefetch`` new entries are held at once.
+  a time; at most ``prefetch`` new entries are held at once (over all shards: their streams
+  are read in turn, each for what room is left, starting with another each round).
 - **Retries** use the project's backoff (:func:`poller.backoff.full_jitter`), with a
   ``Retry-After`` answer as the floor, up to ``max_attempts`` attempts per event.
 """
@@ -40,7 +50,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from redis.exceptions import RedisError, ResponseError
 
 from poller.backoff import Backoff, full_jitter
-from poller.consumer import JobEvent
+from poller.consumer import JobEvent, StreamCursor
 from poller.forward.signing import WebhookSecret, headers, webhook_body, webhook_id
 from poller.store.connection import RedisClient
 from poller.store.schema import Keys
@@ -198,8 +208,13 @@ class ForwardMetrics:
         return generate_latest(self.registry)
 
 
+#: An entry of one of the shards' streams: (stream, entry ID); IDs repeat across streams.
+_Key = tuple[str, str]
+
+
 @dataclass(slots=True)
 class _Held:
+    stream: str
     event: JobEvent | None  # None: malformed, raw fields in ``raw``
     entry_id: str
     job_id: str
@@ -217,7 +232,8 @@ class _Attempt:
 
 
 class Forwarder:
-    """One consumer of ``{prefix}:events`` in ``options.group``, POSTing to the webhook."""
+    """One consumer of ``{prefix}:events`` (every shard's) in ``options.group``, POSTing to
+    the webhook."""
 
     def __init__(
         self,
@@ -235,18 +251,21 @@ class Forwarder:
         self._session = session
         self._wanted = event_filter(options)
         self._log = get_logger(component="forward", group=options.group)
-        self._held: dict[str, _Held] = {}  # entry ID -> event held (queued or delivering)
-        self._queues: dict[str, list[tuple[tuple[int, int], str]]] = {}
-        self._wake: dict[str, anyio.Event] = {}
+        self.streams = keys.event_streams
+        self._held: dict[_Key, _Held] = {}  # event held (queued or delivering)
+        # per (stream, job): entry IDs by stream order; a job is in one stream
+        self._queues: dict[_Key, list[tuple[tuple[int, int], str]]] = {}
+        self._wake: dict[_Key, anyio.Event] = {}
         self._new_count = 0  # held entries read as new (count against prefetch)
         self._room = anyio.Event()
         self._sem = anyio.Semaphore(max(1, options.concurrency))
-        self._job_of_cache: dict[str, str | None] = {}
+        self._job_of_cache: dict[_Key, str | None] = {}
         self._touch = redis.register_script(_TOUCH)
         self._tg: anyio.abc.TaskGroup | None = None
 
     @property
     def stream(self) -> str:
+        """The global stream with one shard (see :attr:`streams`)."""
         return self.keys.events
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -264,20 +283,22 @@ class Forwarder:
                 await anyio.sleep(backoff.failed())
 
     async def ensure_group(self) -> None:
-        """Create the group (at ``options.start``) and the stream if they do not exist."""
-        try:
-            await self.redis.xgroup_create(
-                self.stream, self.options.group, id=self.options.start, mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create the group (at ``options.start``) and the streams if they do not exist."""
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(
+                    stream, self.options.group, id=self.options.start, mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     # -- taking entries ---------------------------------------------------------------------
 
-    def _take(self, entry_id: str, raw: Any, *, claimed: bool, new: bool) -> None:
+    def _take(self, stream: str, entry_id: str, raw: Any, *, claimed: bool, new: bool) -> None:
         """Hold one entry: queue it behind its job's earlier ones, or ack it if filtered."""
-        if entry_id in self._held or not raw:
+        key = (stream, entry_id)
+        if key in self._held or not raw:
             return
         fields = {_text(k): _text(v) for k, v in raw.items()}
         event: JobEvent | None
@@ -286,71 +307,78 @@ class Forwarder:
         except (KeyError, ValueError):
             event = None
         job_id = event.job_id if event else fields.get("job_id", "")
-        held = _Held(event, entry_id, job_id, time.monotonic(), fields, claimed)
+        held = _Held(stream, event, entry_id, job_id, time.monotonic(), fields, claimed)
         assert self._tg is not None
         if event is not None and not self._wanted(event):
             self.metrics.filtered.inc()
-            self._tg.start_soon(self._ack_filtered, entry_id)
+            self._tg.start_soon(self._ack_filtered, stream, entry_id)
             return
-        self._held[entry_id] = held
+        self._held[key] = held
         if new:
             self._new_count += 1
         self.metrics.held.set(len(self._held))
-        queue = self._queues.get(job_id)
+        job = (stream, job_id)
+        queue = self._queues.get(job)
         if queue is None:
-            queue = self._queues[job_id] = []
-            self._wake[job_id] = anyio.Event()
+            queue = self._queues[job] = []
+            self._wake[job] = anyio.Event()
             heapq.heappush(queue, (_stream_key(entry_id), entry_id))
-            self._tg.start_soon(self._job_worker, job_id)
+            self._tg.start_soon(self._job_worker, job)
         else:
             heapq.heappush(queue, (_stream_key(entry_id), entry_id))
-            self._wake[job_id].set()
+            self._wake[job].set()
 
-    def _release(self, entry_id: str) -> None:
-        held = self._held.pop(entry_id, None)
+    def _release(self, key: _Key) -> None:
+        held = self._held.pop(key, None)
         if held is not None and not held.claimed:
             self._new_count -= 1
         self.metrics.held.set(len(self._held))
         self._room.set()
 
-    async def _ack_filtered(self, entry_id: str) -> None:
-        await self._redis(
-            lambda: self.redis.xack(self.stream, self.options.group, entry_id), "xack"
-        )
+    async def _ack_filtered(self, stream: str, entry_id: str) -> None:
+        await self._redis(lambda: self.redis.xack(stream, self.options.group, entry_id), "xack")
 
     async def _read_own_pending(self) -> None:
         """What this consumer (same name, restarted) was given before and never acked."""
-        cursor = "0-0"
-        while True:
-            reply = await self._redis(
-                lambda at=cursor: self.redis.xreadgroup(  # type: ignore[misc]
-                    self.options.group, self.options.consumer, {self.stream: at}, count=_PAGE
-                ),
-                "xreadgroup",
-            )
-            entries = _entries(reply)
-            if not entries:
-                return
-            for entry_id, raw in entries:
-                cursor = entry_id
-                if raw:
-                    self._take(entry_id, raw, claimed=True, new=False)
-                else:  # deleted from the stream (trimmed) while pending: nothing to deliver
-                    await self._ack_filtered(entry_id)
+        for stream in self.streams:
+            cursor = "0-0"
+            while True:
+                reply = await self._redis(
+                    lambda s=stream, at=cursor: self.redis.xreadgroup(  # type: ignore[misc]
+                        self.options.group, self.options.consumer, {s: at}, count=_PAGE
+                    ),
+                    "xreadgroup",
+                )
+                entries = _entries(reply)
+                if not entries:
+                    break
+                for entry_id, raw in entries:
+                    cursor = entry_id
+                    if raw:
+                        self._take(stream, entry_id, raw, claimed=True, new=False)
+                    else:  # deleted from the stream (trimmed) while pending: nothing to deliver
+                        await self._ack_filtered(stream, entry_id)
+
+    async def _wait_for_room(self, limit: int) -> None:
+        while self._new_count >= limit:
+            self._room = anyio.Event()
+            await self._room.wait()
 
     async def _reader(self) -> None:
         """New entries (``>``), at most ``prefetch`` held at a time."""
+        if len(self.streams) > 1:
+            await self._shards_reader()
+            return
+        stream = self.streams[0]
         backoff = Backoff(initial=0.1, cap=5.0)
         limit = self.options.held_max
         while True:
-            while self._new_count >= limit:
-                self._room = anyio.Event()
-                await self._room.wait()
+            await self._wait_for_room(limit)
             try:
                 reply = await self.redis.xreadgroup(
                     self.options.group,
                     self.options.consumer,
-                    {self.stream: ">"},
+                    {stream: ">"},
                     count=min(_PAGE, limit - self._new_count),
                     block=self.options.block_ms,
                 )
@@ -368,25 +396,82 @@ class Forwarder:
                 await anyio.sleep(backoff.failed())
                 continue
             for entry_id, raw in _entries(reply):
-                self._take(entry_id, raw, claimed=False, new=True)
+                self._take(stream, entry_id, raw, claimed=False, new=True)
+
+    async def _shards_reader(self) -> None:
+        """:meth:`_reader` over several streams (other slots: no XREADGROUP names two).
+
+        Each round reads the streams in turn without waiting, each for the room left, from
+        another stream each round; when none had anything, it waits (``XREAD``, which takes
+        nothing) for an entry after the newest each stream had before its read.
+        """
+        backoff = Backoff(initial=0.1, cap=5.0)
+        limit = self.options.held_max
+        first = 0
+        while True:
+            await self._wait_for_room(limit)
+            try:
+                tops = await self._read_round(first, limit)
+                first = (first + 1) % len(self.streams)
+                if tops is not None:
+                    await StreamCursor(self.redis, tops, count=1).wait(self.options.block_ms)
+                backoff.succeeded()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._log.warning("consumer group missing, creating it again")
+                await self._redis(self.ensure_group, "xgroup_create")
+            except RedisError as exc:
+                if not is_transient(exc):
+                    raise
+                self._log.warning("redis unavailable, retrying", op="xreadgroup", error=str(exc))
+                await anyio.sleep(backoff.failed())
+
+    async def _read_round(self, first: int, limit: int) -> dict[str, str] | None:
+        """One read of each stream (from ``first``) while there is room.  Returns each
+        stream's newest entry ID when every stream was read and none had anything new, else
+        ``None`` (read on at once)."""
+        tops: dict[str, str] = {}
+        found = False
+        n = len(self.streams)
+        for stream in (self.streams[(first + i) % n] for i in range(n)):
+            room = limit - self._new_count
+            if room <= 0:
+                return None
+            async with self.redis.pipeline(transaction=False) as pipe:  # one stream, one node
+                pipe.xrevrange(stream, count=1)
+                pipe.xreadgroup(
+                    self.options.group, self.options.consumer, {stream: ">"},
+                    count=min(_PAGE, room),
+                )  # fmt: skip
+                newest, reply = await pipe.execute()
+            entries = _entries(reply)
+            for entry_id, raw in entries:
+                self._take(stream, entry_id, raw, claimed=False, new=True)
+            found = found or bool(entries)
+            tops[stream] = _text(newest[0][0]) if newest else "0-0"
+        return None if found else tops
 
     async def claim_once(self) -> int:
         """Take over every entry other consumers left idle ``claim_idle``; how many."""
-        cursor, taken = "0-0", 0
+        taken = 0
         idle_ms = max(1, int(self.options.claim_idle * 1000))
-        while True:
-            reply = await self.redis.xautoclaim(
-                self.stream, self.options.group, self.options.consumer, idle_ms, cursor,
-                count=_PAGE,
-            )  # fmt: skip
-            cursor, entries = _text(reply[0]), reply[1]
-            for entry_id, raw in entries:
-                entry_id = _text(entry_id)
-                if raw and entry_id not in self._held:
-                    taken += 1
-                    self._take(entry_id, raw, claimed=True, new=False)
-            if cursor in ("0-0", "0"):
-                return taken
+        for stream in self.streams:
+            cursor = "0-0"
+            while True:
+                reply = await self.redis.xautoclaim(
+                    stream, self.options.group, self.options.consumer, idle_ms, cursor,
+                    count=_PAGE,
+                )  # fmt: skip
+                cursor, entries = _text(reply[0]), reply[1]
+                for entry_id, raw in entries:
+                    entry_id = _text(entry_id)
+                    if raw and (stream, entry_id) not in self._held:
+                        taken += 1
+                        self._take(stream, entry_id, raw, claimed=True, new=False)
+                if cursor in ("0-0", "0"):
+                    break
+        return taken
 
     async def _claimer(self) -> None:
         while True:
@@ -406,18 +491,24 @@ class Forwarder:
         interval = max(0.05, self.options.claim_idle / 3)
         while True:
             await anyio.sleep(interval)
-            ids = list(self._held)
+            await self._touch_held()
+
+    async def _touch_held(self) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in list(self._held):
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, ids in by_stream.items():  # the script names one stream: one slot
             for start in range(0, len(ids), _PAGE):
                 chunk = ids[start : start + _PAGE]
                 try:
                     lost = await self._touch(
-                        keys=[self.stream], args=[self.options.group, self.options.consumer, *chunk]
+                        keys=[stream], args=[self.options.group, self.options.consumer, *chunk]
                     )
                 except RedisError as exc:
                     if not is_transient(exc):
                         raise
                     self._log.warning("redis unavailable, retrying", op="touch", error=str(exc))
-                    break
+                    return
                 if lost:
                     self._log.warning(
                         "entries taken over by another forwarder", count=len(lost)
@@ -425,46 +516,50 @@ class Forwarder:
 
     # -- per-job delivery -------------------------------------------------------------------
 
-    async def _job_of(self, entry_id: str) -> str | None:
-        if entry_id in self._held:
-            return self._held[entry_id].job_id
-        if entry_id not in self._job_of_cache:
+    async def _job_of(self, stream: str, entry_id: str) -> str | None:
+        key = (stream, entry_id)
+        if key in self._held:
+            return self._held[key].job_id
+        if key not in self._job_of_cache:
             if len(self._job_of_cache) > 50_000:
                 self._job_of_cache.clear()
-            rows = await self.redis.xrange(self.stream, entry_id, entry_id)
+            rows = await self.redis.xrange(stream, entry_id, entry_id)
             job = None
             fields = rows[0][1] if rows else None
             if fields:
                 value = fields.get(b"job_id", fields.get("job_id"))
                 job = _text(value) if value is not None else None
-            self._job_of_cache[entry_id] = job
-        return self._job_of_cache[entry_id]
+            self._job_of_cache[key] = job
+        return self._job_of_cache[key]
 
     async def blocked_by(self, held: _Held) -> str | None:
-        """An older pending entry of the same job that this forwarder does not hold, if any."""
+        """An older pending entry of the same job that this forwarder does not hold, if any
+        (in the job's stream: a job is in one shard)."""
         low = "-"
         while True:
             rows = await self.redis.xpending_range(
-                self.stream, self.options.group, min=low, max=f"({held.entry_id}", count=_PAGE
+                held.stream, self.options.group, min=low, max=f"({held.entry_id}", count=_PAGE
             )
             for row in rows:
                 entry_id = _text(row["message_id"])
                 mine = _text(row["consumer"]) == self.options.consumer
-                if mine and entry_id in self._held:
+                if mine and (held.stream, entry_id) in self._held:
                     continue
-                if await self._job_of(entry_id) == held.job_id:
+                if await self._job_of(held.stream, entry_id) == held.job_id:
                     return entry_id
             if len(rows) < _PAGE:
                 return None
             low = f"({_text(rows[-1]['message_id'])}"
 
-    async def _job_worker(self, job_id: str) -> None:
-        queue = self._queues[job_id]
+    async def _job_worker(self, job: _Key) -> None:
+        """Deliver one job's queue (``job``: its stream and ID), head first."""
+        stream = job[0]
+        queue = self._queues[job]
         wait = Backoff(initial=0.05, cap=1.0)
         try:
             while queue:
                 entry_id = queue[0][1]
-                held = self._held[entry_id]
+                held = self._held[(stream, entry_id)]
                 try:
                     blocker = await self.blocked_by(held)
                 except RedisError as exc:
@@ -473,20 +568,24 @@ class Forwarder:
                     blocker = "redis unavailable"
                 if blocker is not None:
                     # Woken early when an entry of this job arrives (a claimed older one).
-                    self._wake[job_id] = anyio.Event()
+                    self._wake[job] = anyio.Event()
                     with anyio.move_on_after(wait.failed()):
-                        await self._wake[job_id].wait()
+                        await self._wake[job].wait()
+                    continue
+                if queue[0][1] != entry_id:
+                    # an older entry of the job joined the queue during the check (claimed
+                    # from a dead consumer): it goes first
                     continue
                 wait.succeeded()
                 heapq.heappop(queue)
                 try:
                     await self._deliver(held)
                 finally:
-                    self._release(entry_id)
+                    self._release((stream, entry_id))
         finally:
-            if self._queues.get(job_id) is queue:
-                del self._queues[job_id]
-                self._wake.pop(job_id, None)
+            if self._queues.get(job) is queue:
+                del self._queues[job]
+                self._wake.pop(job, None)
 
     async def _attempt(self, msg_id: str, body: bytes) -> _Attempt:
         assert self._session is not None
@@ -527,7 +626,7 @@ class Forwarder:
                 result = await self._attempt(msg_id, body)
             if result.ok:
                 await self._redis(
-                    lambda: self.redis.xack(self.stream, self.options.group, held.entry_id),
+                    lambda: self.redis.xack(held.stream, self.options.group, held.entry_id),
                     "xack",
                 )
                 self.metrics.delivered.inc()
@@ -576,10 +675,16 @@ class Forwarder:
         async def park() -> Any:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(self.keys.forward_dead, record)
-                pipe.xack(self.stream, self.options.group, held.entry_id)
+                pipe.xack(held.stream, self.options.group, held.entry_id)
                 return await pipe.execute()
 
-        await self._redis(park, "park")
+        if self.keys.shards == 1:  # the list and the stream share a slot: one MULTI
+            await self._redis(park, "park")
+        else:  # other slots: the record first, then the ack (see the module docstring)
+            await self._redis(lambda: self.redis.rpush(self.keys.forward_dead, record), "park")
+            await self._redis(
+                lambda: self.redis.xack(held.stream, self.options.group, held.entry_id), "xack"
+            )
         self.metrics.parked.inc()
 
     # -- running ----------------------------------------------------------------------------

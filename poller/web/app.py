@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from poller.commands import status_document
 from poller.config import Settings
-from poller.consumer import JobEvent
+from poller.consumer import JobEvent, StreamCursor
 from poller.ids import is_valid_id
 from poller.intake import Invalid, parse_message
 from poller.store import Store
@@ -163,33 +163,66 @@ def _sse_frame(entry_id: str, kind: str, fields: dict[str, str]) -> bytes:
     return f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
-def _entries(reply: Any) -> list[tuple[Any, Any]]:
-    if not reply:
-        return []
-    streams = reply.values() if isinstance(reply, dict) else (e for _, e in reply)
-    return [(entry_id, raw) for entries in streams for entry_id, raw in entries]
-
-
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-async def _stream(request: web.Request, stream: str, *, per_job: bool) -> web.StreamResponse:
+_SHARD_POSITION: Final = r"\d{1,4}=\d{1,20}-\d{1,20}"
+_POSITIONS: Final = re.compile(rf"^{_SHARD_POSITION}(?:,{_SHARD_POSITION})*$")
+
+
+def resume_positions(value: str, streams: tuple[str, ...]) -> dict[str, str] | None:
+    """The positions a ``Last-Event-ID`` names in ``streams`` (shard ``k``'s global stream is
+    ``streams[k]``), or ``None`` when it names none.
+
+    Either a plain entry ID (what one shard sends): after it in every stream; or what several
+    shards send, ``k=ID`` per shard joined by ``,`` (see :func:`resume_id`): after each ID in
+    shard ``k``'s stream, from the beginning in a shard it leaves out.
+    """
+    if _STREAM_ID.match(value):
+        return dict.fromkeys(streams, value)
+    if len(value) > 48 * len(streams) or not _POSITIONS.match(value):
+        return None
+    positions = dict.fromkeys(streams, "0-0")
+    named: set[int] = set()
+    for part in value.split(","):
+        shard, _, entry_id = part.partition("=")
+        k = int(shard)
+        if k >= len(streams) or k in named:
+            return None
+        named.add(k)
+        positions[streams[k]] = entry_id
+    return positions
+
+
+def resume_id(positions: dict[str, str], streams: tuple[str, ...]) -> str:
+    """The SSE ``id`` of a position in ``streams``: with one stream its entry ID, as ever;
+    with several, ``k=ID`` per shard in shard order, joined by ``,`` (e.g.
+    ``0=1764201600123-0,1=1764201600007-1,2=0-0``)."""
+    if len(streams) == 1:
+        return positions[streams[0]]
+    return ",".join(f"{k}={positions[s]}" for k, s in enumerate(streams))
+
+
+async def _stream(
+    request: web.Request, streams: tuple[str, ...], *, per_job: bool
+) -> web.StreamResponse:
     state = request.app[STATE]
     limits = state.limits
     resume = request.headers.get("Last-Event-ID", "").strip()
-    if resume and not _STREAM_ID.match(resume):
-        return _error(400, "Last-Event-ID: expected a stream entry ID such as 1700000000000-0")
+    positions = resume_positions(resume, streams) if resume else None
+    if resume and (positions is None or (per_job and not _STREAM_ID.match(resume))):
+        what = "a stream entry ID such as 1700000000000-0"
+        if len(streams) > 1:
+            what += ", or k=ID per shard joined by commas, as sent"
+        return _error(400, f"Last-Event-ID: expected {what}")
     if state.sse_open >= limits.max_sse:
         return _error(503, "too many event streams open; retry later", **{"Retry-After": "5"})
     redis = state.store.redis
-    if resume:
-        last = resume
-    elif per_job:
-        last = "0-0"
-    else:
-        newest = await redis.xrevrange(stream, count=1)
-        last = _text(newest[0][0]) if newest else "0-0"
+    start: str | dict[str, str] = (
+        positions if positions is not None else ("0-0" if per_job else "$")
+    )
+    cursor = await StreamCursor.start_at(redis, streams, start, count=limits.batch)
     state.sse_open += 1
     try:
         response = web.StreamResponse(
@@ -206,18 +239,21 @@ async def _stream(request: web.Request, stream: str, *, per_job: bool) -> web.St
             # with Last-Event-ID); aiohttp's own buffer is bounded, so memory is too
             await asyncio.wait_for(response.write(chunk), limits.write_timeout)
 
+        async def ended() -> bool:
+            return per_job and await _ended_at(redis, streams[0], cursor.positions[streams[0]])
+
         await send(b"retry: 2000\n: connected\n\n")
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
-        while not (state.closing or (per_job and await _ended_at(redis, stream, last))):
-            entries: Any = await redis.xrange(stream, min=f"({last}", count=limits.batch)
+        while not (state.closing or await ended()):
+            entries = await cursor.fetch()
             if not entries:
-                reply = await redis.xread({stream: last}, block=limits.block_ms, count=limits.batch)
-                entries = _entries(reply)
-            for entry_id, raw in entries:
-                fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-                last = _text(entry_id)
-                await send(_sse_frame(last, fields.get("event", "message"), fields))
+                entries = await cursor.wait(limits.block_ms)
+            for entry in entries:
+                fields = {_text(k): _text(v) for k, v in entry.raw.items()}
+                cursor.advance(entry)
+                frame_id = resume_id(cursor.positions, streams)
+                await send(_sse_frame(frame_id, fields.get("event", "message"), fields))
                 quiet_since = loop.time()
             if loop.time() - quiet_since >= limits.keepalive:
                 await send(b": keep-alive\n\n")
@@ -250,11 +286,18 @@ async def _ended_at(redis: Any, stream: str, last: str) -> bool:
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     _, job_id = _ids(request)
-    return await _stream(request, request.app[STATE].store.keys.job_events(job_id), per_job=True)
+    stream = request.app[STATE].store.keys.job_events(job_id)
+    return await _stream(request, (stream,), per_job=True)
 
 
 async def all_events(request: web.Request) -> web.StreamResponse:
-    return await _stream(request, request.app[STATE].store.keys.events, per_job=False)
+    """Every job's events from now on (or after ``Last-Event-ID``), over every shard.
+
+    With one shard each frame's ``id`` is the entry ID.  With several it is the position in
+    every shard's stream, ``k=ID`` per shard ``k`` joined by ``,``: resuming with it loses and
+    repeats nothing in any shard.  A plain entry ID is accepted too: after it in every shard.
+    """
+    return await _stream(request, request.app[STATE].store.keys.event_streams, per_job=False)
 
 
 def build_app(settings: Settings, store: Store, limits: WebLimits | None = None) -> web.Application:

@@ -10,7 +10,7 @@ import json
 from typing import Any, Final
 
 from poller.commands import status_document
-from poller.consumer import JobEvent
+from poller.consumer import JobEvent, merge_entries
 from poller.store import Store
 from poller.store.store import CorruptJobState
 
@@ -18,7 +18,7 @@ from poller.store.store import CorruptJobState
 MAX_TRACKED: Final = 200
 #: At most this many recently finished jobs are listed (newest first).
 MAX_FINISHED: Final = 50
-#: How far back in the global stream finished jobs are looked for.
+#: How far back in the global streams (all shards together) finished jobs are looked for.
 FINISHED_SCAN: Final = 2000
 #: Dead letters shown (newest first).
 MAX_DEAD_SHOWN: Final = 5
@@ -51,23 +51,42 @@ async def _document(store: Store, project_id: str, job_id: str) -> dict[str, Any
 
 
 async def tracked_jobs(store: Store, limit: int = MAX_TRACKED) -> list[dict[str, Any]]:
-    """The jobs in ``{prefix}:schedule`` (earliest due first), as ``poller status --json``."""
-    members = await store.redis.zrange(store.keys.schedule, 0, limit - 1)
+    """The jobs in the schedules of every shard (earliest due first), as ``poller status
+    --json``."""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for shard in store.keys.all_shards:
+            pipe.zrange(shard.schedule, 0, limit - 1, withscores=True)
+        pages: list[Any] = await pipe.execute()
+    due = sorted(((float(score), _text(member)) for page in pages for member, score in page))
     out = []
-    for member in members:
-        project_id, _, job_id = _text(member).partition(":")
+    for _, member in due[:limit]:
+        project_id, _, job_id = member.partition(":")
         doc = await _document(store, project_id, job_id)
         if doc is not None:
             out.append(doc)
     return out
 
 
+async def _newest_events(store: Store, scan: int) -> list[tuple[str, Any]]:
+    """The newest ``scan`` entries over every shard's global stream, newest first (merged by
+    entry ID)."""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for stream in store.keys.event_streams:
+            pipe.xrevrange(stream, count=scan)
+        pages: list[Any] = await pipe.execute()
+    merged = merge_entries(
+        [(s, list(reversed(p))) for s, p in zip(store.keys.event_streams, pages, strict=True)]
+    )
+    return [(e.entry_id, e.raw) for e in reversed(merged[-scan:])]
+
+
 async def finished_jobs(
     store: Store, limit: int = MAX_FINISHED, scan: int = FINISHED_SCAN
 ) -> list[dict[str, Any]]:
-    """Jobs whose final event is among the last ``scan`` entries of the global stream, newest
-    first: their stored state when still kept, else what the final event says."""
-    entries: Any = await store.redis.xrevrange(store.keys.events, count=scan)
+    """Jobs whose final event is among the last ``scan`` entries of the global streams (all
+    shards), newest first: their stored state when still kept, else what the final event
+    says."""
+    entries = await _newest_events(store, scan)
     seen: set[tuple[str, str]] = set()
     out: list[dict[str, Any]] = []
     for entry_id, raw in entries:

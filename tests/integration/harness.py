@@ -17,6 +17,7 @@ from poller.consumer import JobEvent, tail_events
 from poller.daemon import build_worker
 from poller.sim.invariants import check_job_events
 from poller.store import Store
+from poller.store.schema import shard_of
 from poller.worker import Worker
 
 PROJECT = "proj-test"
@@ -33,6 +34,20 @@ def quick_job(job_done: float = 0.2, task_done: float | None = None) -> dict[str
             {"task_name": "A", "task_index": 1, "steps": [[0, "RUNNING"], [done, "SUCCEEDED"]]}
         ],
     }
+
+
+def jobs_in_shards(shards: int, per_shard: int = 1, *, tag: str = "JOB-s") -> list[str]:
+    """Job IDs ``{tag}{n}``, ``per_shard`` in each of ``shards`` shards, listed shard by shard
+    (shard 0's first): for tests that need jobs spread over every shard."""
+    by_shard: list[list[str]] = [[] for _ in range(shards)]
+    n = 0
+    while any(len(ids) < per_shard for ids in by_shard):
+        job_id = f"{tag}{n}"
+        bucket = by_shard[shard_of(job_id, shards)]
+        if len(bucket) < per_shard:
+            bucket.append(job_id)
+        n += 1
+    return [job_id for ids in by_shard for job_id in ids]
 
 
 def fast_settings(redis_url: str, prefix: str, api_url: str, **overrides: Any) -> Settings:

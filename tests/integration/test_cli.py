@@ -9,13 +9,15 @@ import pty
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from poller.intake import Admission
 from poller.localredis import LocalRedis, free_port
-from poller.store import Store
+from poller.store import Keys, Store, connect
+from tests.integration.harness import jobs_in_shards
 
 COMMANDS = ["run", "enqueue", "status", "events", "wait", "cancel", "dead", "sim", "demo"]
 ANSI = "\x1b["
@@ -356,3 +358,107 @@ def test_colour_on_a_terminal_unless_no_color(
     assert proc.returncode == 0, proc.stderr
     assert b"SUCCEEDED" in shown
     assert (ANSI.encode() in shown) is coloured
+
+
+# --- several shards (POLLER_SHARDS) ----------------------------------------------------------
+
+
+def _shard_event(client: redis.Redis, keys: Keys, job_id: str, seq: int, entry_id: str) -> None:
+    """A job event where the daemon puts it: the global stream of the job's shard, and its
+    own stream."""
+    fields = {"event": "job.status_changed", "job_id": job_id, "project_id": "proj",
+              "seq": str(seq), "observed_at": "2026-11-27T00:00:00.000Z", "from_status": "",
+              "to_status": "RUNNING", "job_status": "RUNNING", "job_type": "X",
+              "terminal": "false"}  # fmt: skip
+    client.xadd(keys.for_job(job_id).events, fields, id=entry_id)  # type: ignore[arg-type]
+    client.xadd(keys.job_events(job_id), fields)  # type: ignore[arg-type]
+
+
+def _ids(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line)["id"] for line in result.stdout.splitlines()]
+
+
+def test_events_over_shards_merges_tail_and_since_and_follows_every_shard(
+    redis_server: LocalRedis, prefix: str
+) -> None:
+    keys = Keys(prefix, 3)
+    a, b, c = jobs_in_shards(3)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        for job, ms in [(a, 1), (b, 2), (c, 3), (a, 4), (b, 5), (c, 6)]:
+            _shard_event(client, keys, job, ms, f"{ms}-0")
+        env = redis_env(redis_server, prefix, POLLER_SHARDS="3")
+        assert _ids(poller("events", "--json", "--tail", "4", env=env)) == [
+            "3-0", "4-0", "5-0", "6-0"
+        ]  # fmt: skip
+        assert _ids(poller("events", "--json", env=env)) == [f"{ms}-0" for ms in range(1, 7)]
+        assert _ids(poller("events", "--json", "--since", "4-0", env=env)) == ["5-0", "6-0"]
+        assert _ids(poller("events", "--json", "--job", b, env=env)) == _job_ids(client, keys, b)
+        # --follow from now: one blocking read per shard at once, woken by any of them
+        follow_env = {**env, "POLLER_REDIS_URL": f"{redis_server.url}?client_name=cli-follow"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "poller", "events", "--json", "--follow", "--count", "3"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(follow_env),
+        )  # fmt: skip
+        try:
+            _until(lambda: _blocked(client, "cli-follow") >= 3)
+            for job in (c, a, b):
+                _shard_event(client, keys, job, 2, "*")
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        client.close()
+    assert proc.returncode == 0, err
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert sorted((d["job_id"], d["seq"]) for d in docs) == sorted([(a, "2"), (b, "2"), (c, "2")])
+
+
+def _job_ids(client: redis.Redis, keys: Keys, job_id: str) -> list[str]:
+    return [entry_id.decode() for entry_id, _ in client.xrange(keys.job_events(job_id))]
+
+
+def _blocked(client: redis.Redis, name: str) -> int:
+    """How many connections of the client called ``name`` are blocked in a read."""
+    return sum(c.get("name") == name and "b" in c.get("flags", "") for c in client.client_list())
+
+
+def _until(condition: Callable[[], bool], within: float = 20.0) -> None:
+    """Wait for state nothing notifies us of (another process's connections)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+async def test_status_cancel_and_events_find_a_job_in_its_shard(
+    redis_server: LocalRedis, prefix: str
+) -> None:
+    store = Store(connect(redis_server.url), Keys(prefix, 3))
+    try:
+        job = jobs_in_shards(3)[-1]  # the last shard's
+        now = await store.server_time()
+        await store.enqueue(job.encode())
+        (delivery,) = await store.take_messages("r1", 10, 0)
+        assert await store.admit("r1", delivery, Admission(job, "proj"), now) == "admitted"
+        env = redis_env(redis_server, prefix, POLLER_SHARDS="3")
+        status = await _apoller("status", job, "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["tracking"] is True
+        cancelled = await _apoller("cancel", job, "--json", env=env)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert json.loads(cancelled.stdout)["seq"] == 1
+        shown = await _apoller("events", "--json", env=env)
+        assert shown.returncode == 0, shown.stderr
+        ((kind, job_id, reason),) = [
+            (d["event"], d["job_id"], d["reason"])
+            for d in map(json.loads, shown.stdout.splitlines())
+        ]
+        assert (kind, job_id, reason) == ("job.abandoned", job, "cancelled_by_operator")
+        waited = await _apoller("wait", job, "--json", "--timeout", "10", env=env)
+        assert waited.returncode == 3, waited.stderr
+    finally:
+        await store.redis.aclose()

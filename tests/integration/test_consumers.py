@@ -23,8 +23,10 @@ from poller.consumer import (
     ConsumerGroup,
     JobEvent,
     Keys,
+    StreamCursor,
     WaitTimeout,
     enqueue_job,
+    entry_order,
     keys_from_settings,
     stream_id_since,
     tail_events,
@@ -36,9 +38,11 @@ from poller.store import Store, connect
 from tests.integration.harness import (
     PROJECT,
     all_final,
+    by_job,
     events_until,
     eventually,
     fast_settings,
+    jobs_in_shards,
     running_worker,
 )
 
@@ -268,13 +272,19 @@ async def _publish_job(
 
 async def _publish(store: Store, job_id: str, count: int) -> None:
     for seq in range(1, count + 1):
-        await store.redis.xadd(store.keys.events, {
-            "event": "task.status_changed", "job_id": job_id, "project_id": PROJECT,
-            "seq": str(seq), "observed_at": "2026-11-27T00:00:00.000Z", "from_status": "",
-            "to_status": "RUNNING", "job_status": "RUNNING", "task_id": f"T{seq}",
-            "task_index": str(seq), "task_name": "X", "task_created_at": "",
-            "task_updated_at": "", "messages": "{}",
-        })  # fmt: skip
+        await _publish_one(store, job_id, seq)
+
+
+async def _publish_one(store: Store, job_id: str, seq: int, entry_id: str = "*") -> str:
+    """One task event on the global stream of the job's shard (with one shard: the one)."""
+    entry = await store.redis.xadd(store.keys.for_job(job_id).events, {
+        "event": "task.status_changed", "job_id": job_id, "project_id": PROJECT,
+        "seq": str(seq), "observed_at": "2026-11-27T00:00:00.000Z", "from_status": "",
+        "to_status": "RUNNING", "job_status": "RUNNING", "task_id": f"T{seq}",
+        "task_index": str(seq), "task_name": "X", "task_created_at": "",
+        "task_updated_at": "", "messages": "{}",
+    }, id=entry_id)  # fmt: skip
+    return _text(entry)
 
 
 async def _take(events: AsyncIterator[JobEvent], n: int) -> list[JobEvent]:
@@ -559,3 +569,284 @@ async def test_the_readmes_python_example_works(
         "job_id": "JOB-readme",
         "meta": {"change": "CHG-42"},
     }
+
+
+# --- several shards: every reader reads every shard's global stream ---------------------------
+
+SHARDS = 3
+
+
+@pytest.fixture
+async def sharded(redis_server: LocalRedis, prefix: str) -> AsyncIterator[Store]:
+    """A store whose jobs spread over three shards, on the one test server (the same code
+    path as a cluster's, but for the slots)."""
+    s = Store(connect(redis_server.url), Keys(prefix, SHARDS), retention=3600, maxlen=10_000)
+    yield s
+    await s.redis.aclose()
+
+
+async def _blocked_readers(redis: Redis, name: str) -> int:
+    """How many connections of the client called ``name`` are blocked in a read."""
+    return sum(
+        c.get("name") == name and "b" in c.get("flags", "") for c in await redis.client_list()
+    )
+
+
+def _seqs(events: list[JobEvent]) -> dict[str, list[int]]:
+    return {job: [e.seq for e in evs] for job, evs in by_job(events).items()}
+
+
+async def test_tail_events_reads_every_shard_in_entry_id_order_keeping_each_jobs_order(
+    sharded: Store,
+) -> None:
+    jobs = jobs_in_shards(SHARDS, 2)
+    assert {sharded.keys.shard_index(j) for j in jobs} == set(range(SHARDS))
+    for seq in (1, 2, 3):
+        for job in jobs:
+            await _publish_one(sharded, job, seq)
+    got = [e async for e in tail_events(sharded.redis, sharded.keys, follow=False)]
+    assert _seqs(got) == {job: [1, 2, 3] for job in jobs}
+    assert all(e.stream == sharded.keys.for_job(e.job_id).events for e in got)
+    order = [entry_order(e.entry_id) for e in got]
+    assert order == sorted(order)
+
+
+async def test_a_cursor_over_shards_merges_a_backlog_in_entry_id_order(sharded: Store) -> None:
+    """Pages of two: a merge of whatever each stream returned would put shard 0's 3-0 after
+    the others' 4-0 and 7-0; only up to the lowest full page's end is returned at a time."""
+    a, b, c = jobs_in_shards(SHARDS)
+    layout = {a: [1, 2, 3, 10, 11], b: [4, 5, 6], c: [7]}
+    for job, ids in layout.items():
+        for seq, ms in enumerate(ids, start=1):
+            await _publish_one(sharded, job, seq, entry_id=f"{ms}-0")
+    cursor = await StreamCursor.start_at(sharded.redis, sharded.keys.event_streams, count=2)
+    seen = []
+    while batch := await cursor.fetch():
+        for entry in batch:
+            cursor.advance(entry)
+            seen.append(entry.entry_id)
+    assert seen == [f"{ms}-0" for ms in (1, 2, 3, 4, 5, 6, 7, 10, 11)]
+    assert cursor.positions == {
+        sharded.keys.for_job(a).events: "11-0",
+        sharded.keys.for_job(b).events: "6-0",
+        sharded.keys.for_job(c).events: "7-0",
+    }
+
+
+async def test_tail_from_now_waits_on_every_shard_and_sees_each_ones_new_events(
+    sharded: Store, redis_server: LocalRedis
+) -> None:
+    jobs = jobs_in_shards(SHARDS)
+    for job in jobs:
+        await _publish_one(sharded, job, 1)  # history in every shard: not shown
+    follower = Redis.from_url(redis_server.url, client_name="tail-shards")
+    got: list[JobEvent] = []
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def reader() -> None:
+                events = tail_events(follower, sharded.keys, start="$", block_ms=4000)
+                got.extend(await _take(events, SHARDS))
+
+            tg.start_soon(reader)
+            # one blocking read per shard stream at once: a new event on any of them wakes it
+            await eventually(lambda: _waiting(sharded.redis, "tail-shards", SHARDS))
+            for job in reversed(jobs):
+                await _publish_one(sharded, job, 2)
+    finally:
+        await follower.aclose()
+    assert sorted((e.job_id, e.seq) for e in got) == sorted((job, 2) for job in jobs)
+
+
+async def _waiting(redis: Redis, name: str, n: int) -> bool:
+    return await _blocked_readers(redis, name) >= n
+
+
+async def test_tail_from_now_over_shards_misses_nothing_between_its_reads(
+    sharded: Store,
+) -> None:
+    for job in jobs_in_shards(SHARDS):
+        await _publish_one(sharded, job, 1)
+    redis: Any = _AppendBetweenReads(sharded.redis, sharded)
+    (event,) = await _take(tail_events(redis, sharded.keys, start="$", block_ms=1), 1)
+    assert redis.appended
+    assert (event.job_id, event.stream) == (
+        "JOB-between",
+        sharded.keys.for_job("JOB-between").events,
+    )
+
+
+async def test_a_group_over_every_shard_delivers_each_event_once_and_acks_where_it_came_from(
+    sharded: Store,
+) -> None:
+    keys = sharded.keys
+    jobs = jobs_in_shards(SHARDS)
+    for seq in (1, 2, 3):
+        for job in jobs:
+            await _publish_one(sharded, job, seq)
+    group = ConsumerGroup.for_events(sharded.redis, keys, group="notify", consumer="a", count=2)
+    assert group.streams == keys.event_streams
+    got = [e async for e in group.events(follow=False)]
+    assert len(got) == 3 * len(jobs)  # each once
+    assert _seqs(got) == {job: [1, 2, 3] for job in jobs}
+    kept = jobs[-1]  # everything else acknowledged: on the stream each event came from
+    for event in got:
+        if event.job_id != kept:
+            await group.ack(event)
+    pending = {
+        s: (await sharded.redis.xpending(s, "notify"))["pending"] for s in keys.event_streams
+    }
+    assert pending == {s: 3 if s == keys.for_job(kept).events else 0 for s in keys.event_streams}
+    again = ConsumerGroup.for_events(sharded.redis, keys, group="notify", consumer="a")
+    assert [(e.job_id, e.seq) async for e in again.events(follow=False)] == [
+        (kept, 1), (kept, 2), (kept, 3)
+    ]  # fmt: skip
+    # "a" dies here; "b" takes over what it left, whichever shard it is in
+    rescuer = ConsumerGroup.for_events(
+        sharded.redis, keys, group="notify", consumer="b", claim_idle_ms=0
+    )
+    recovered = [e async for e in rescuer.events(follow=False)]
+    assert [(e.job_id, e.seq) for e in recovered] == [(kept, 1), (kept, 2), (kept, 3)]
+    for event in recovered:
+        await rescuer.ack(event)
+    for stream in keys.event_streams:
+        assert (await sharded.redis.xpending(stream, "notify"))["pending"] == 0
+    stray = JobEvent.from_entry(got[0].entry_id, dict(got[0].fields))  # read from nowhere
+    with pytest.raises(ValueError, match="not read from this group"):
+        await rescuer.ack(stray)
+
+
+async def test_a_following_group_over_shards_wakes_for_a_new_event_on_any_shard(
+    sharded: Store, redis_server: LocalRedis
+) -> None:
+    jobs = jobs_in_shards(SHARDS)
+    follower = Redis.from_url(redis_server.url, client_name="group-shards")
+    try:
+        group = ConsumerGroup.for_events(
+            follower, sharded.keys, group="g", consumer="c", start="$", block_ms=4000
+        )
+        events = group.events()
+        async with anyio.create_task_group() as tg:
+            got: list[JobEvent] = []
+
+            async def reader() -> None:
+                got.extend(await _take(events, 2))
+
+            tg.start_soon(reader)
+            await eventually(lambda: _waiting(sharded.redis, "group-shards", SHARDS))
+            await _publish_one(sharded, jobs[2], 1)
+            await _publish_one(sharded, jobs[0], 1)
+        assert sorted(e.job_id for e in got) == sorted([jobs[0], jobs[2]])
+        for event in got:
+            await group.ack(event)
+    finally:
+        await follower.aclose()
+    for stream in sharded.keys.event_streams:
+        assert (await sharded.redis.xpending(stream, "g"))["pending"] == 0
+
+
+async def test_a_following_group_over_shards_takes_over_a_dead_peers_entries_on_every_shard(
+    sharded: Store,
+) -> None:
+    keys = sharded.keys
+    jobs = jobs_in_shards(SHARDS)
+    for job in jobs:
+        await _publish_one(sharded, job, 1)
+    dead = ConsumerGroup.for_events(sharded.redis, keys, group="workers", consumer="a")
+    assert len(await _take(dead.events(follow=False), SHARDS)) == SHARDS
+    # "a" dies with one entry pending in every shard; "b" is running past its start-up claim
+    await _publish_one(sharded, jobs[1], 2)
+    peer = ConsumerGroup.for_events(
+        sharded.redis, keys, group="workers", consumer="b",
+        claim_idle_ms=60_000, claim_interval=0.05, block_ms=50,
+    )  # fmt: skip
+    events = peer.events()
+    (first,) = await _take(events, 1)
+    assert (first.job_id, first.seq) == (jobs[1], 2)
+    for stream in keys.event_streams:  # "a" silent for two minutes, without waiting two minutes
+        pending = await sharded.redis.xpending_range(stream, "workers", "-", "+", 10, "a")
+        ids = [p["message_id"] for p in pending]
+        assert len(ids) == 1
+        await sharded.redis.xclaim(stream, "workers", "a", 0, ids, idle=120_000, justid=True)
+    taken = await _take(events, SHARDS)  # the same iterator: its periodic claim
+    assert sorted((e.job_id, e.seq) for e in taken) == sorted((job, 1) for job in jobs)
+    assert {e.stream for e in taken} == set(keys.event_streams)
+    for event in [first, *taken]:
+        await peer.ack(event)
+    for stream in keys.event_streams:
+        assert (await sharded.redis.xpending(stream, "workers"))["pending"] == 0
+
+
+async def test_events_over_shards_tail_merges_then_follows_every_shard(sharded: Store) -> None:
+    a, b, c = jobs_in_shards(SHARDS)
+    for job, ms in [(a, 1), (b, 2), (c, 3), (a, 4), (b, 5), (c, 6)]:
+        await _publish_one(sharded, job, ms, entry_id=f"{ms}-0")
+    out = io.StringIO()
+    await print_events(sharded, job_id=None, follow=False, as_json=True, tail=4, out=out)
+    assert [json.loads(line)["id"] for line in out.getvalue().splitlines()] == [
+        "3-0", "4-0", "5-0", "6-0"
+    ]  # fmt: skip
+    everything = io.StringIO()
+    await print_events(sharded, job_id=None, follow=False, as_json=True, out=everything)
+    assert [json.loads(line)["id"] for line in everything.getvalue().splitlines()] == [
+        f"{ms}-0" for ms in range(1, 7)
+    ]
+    since = io.StringIO()
+    await print_events(sharded, job_id=None, follow=False, as_json=True, since="4-0", out=since)
+    assert [json.loads(line)["id"] for line in since.getvalue().splitlines()] == ["5-0", "6-0"]
+    follow = Lines()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: print_events(
+            sharded, job_id=None, follow=True, as_json=True, tail=1, count=3, out=follow
+        ))  # fmt: skip
+        await follow.wait_for('"id": "6-0"')
+        # each shard's next entry follows on from that shard's own newest, not from 6-0
+        await _publish_one(sharded, b, 3, entry_id="5-1")
+        await _publish_one(sharded, a, 3, entry_id="4-1")
+    lines = [json.loads(line) for line in follow.getvalue().splitlines()]
+    assert lines[0]["id"] == "6-0"
+    assert sorted(line["id"] for line in lines[1:]) == ["4-1", "5-1"]
+
+
+async def test_events_group_over_shards_prints_and_acknowledges_each_once(
+    sharded: Store,
+) -> None:
+    jobs = jobs_in_shards(SHARDS)
+    for job in jobs:
+        await _publish_one(sharded, job, 1)
+    out = io.StringIO()
+    await print_events(sharded, job_id=None, follow=False, as_json=True, group="cli", out=out)
+    assert sorted(json.loads(line)["job_id"] for line in out.getvalue().splitlines()) == sorted(
+        jobs
+    )
+    await _publish_one(sharded, jobs[1], 2)
+    again = io.StringIO()
+    await print_events(sharded, job_id=None, follow=False, as_json=True, group="cli", out=again)
+    assert [(d["job_id"], d["seq"]) for d in map(json.loads, again.getvalue().splitlines())] == [
+        (jobs[1], "2")
+    ]
+
+
+async def test_wait_finds_a_jobs_events_in_its_shard(sharded: Store) -> None:
+    for job in jobs_in_shards(SHARDS):
+        await _publish_job(sharded, job, ["RUNNING", "SUCCEEDED"])
+        out = io.StringIO()
+        assert await wait(sharded, PROJECT, job, give_up_after=10, as_json=True, out=out) == 0
+        assert json.loads(out.getvalue())["job_id"] == job
+
+
+async def test_a_real_worker_over_shards_publishes_what_tail_events_reads(
+    sim: SimHandle, redis_server: LocalRedis, prefix: str, sharded: Store
+) -> None:
+    """The daemon's own write path with three shards, read back through every shard."""
+    job_ids = [await sim.create_job(ending("SUCCEEDED")) for _ in range(6)]
+    assert len({sharded.keys.shard_index(j) for j in job_ids}) > 1
+    settings = fast_settings(redis_server.url, prefix, sim.url, shards=SHARDS)
+    async with running_worker(settings):
+        await sharded.enqueue(*job_ids)
+        await events_until(sharded, lambda ev: len({e.job_id for e in ev}) == len(job_ids))
+        await sim.advance(1)
+        seen = await events_until(sharded, all_final(job_ids))
+    for job_id, events in by_job(seen).items():
+        assert [e.seq for e in events] == list(range(1, len(events) + 1)), job_id
+        assert {e.stream for e in events} == {sharded.keys.for_job(job_id).events}

@@ -28,8 +28,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from poller.forward import Forwarder, ForwardOptions, WebhookSecret, sign, webhook_body
 from poller.forward.forwarder import dead_records, parse_retry_after
 from poller.localredis import LocalRedis, free_port
-from poller.store import Keys, Store
-from tests.integration.harness import eventually
+from poller.store import Keys, Store, connect
+from tests.integration.harness import eventually, jobs_in_shards
 from tests.scrape import scraped
 
 SECRET = "whsec_" + base64.b64encode(b"forward-test-secret-0123456789ab").decode()
@@ -134,7 +134,8 @@ async def publish(
     redis: Redis, keys: Keys, job_id: str, seq: int, *, kind: str = "task.status_changed",
     to: str = "RUNNING", job_type: str = "PROVISION", **extra: str,
 ) -> str:  # fmt: skip
-    """XADD one event in the contract's shape to the global and the job's stream."""
+    """XADD one event in the contract's shape to the global stream of the job's shard (with
+    one shard: the global stream) and to the job's stream."""
     fields = {
         "event": kind,
         "job_id": job_id,
@@ -151,19 +152,26 @@ async def publish(
         terminal = to in ("SUCCEEDED", "FAILED", "CANCELLED", "PARTIALLY_FAILED", "ROLLBACKED")
         fields |= {"job_type": job_type, "terminal": "true" if terminal else "false"}
     fields |= extra
-    entry = await redis.xadd(keys.events, fields)  # type: ignore[arg-type]
+    entry = await redis.xadd(keys.for_job(job_id).events, fields)  # type: ignore[arg-type]
     await redis.xadd(keys.job_events(job_id), fields)  # type: ignore[arg-type]
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 
 async def publish_jobs(
-    store: Store, jobs: int, per_job: int, *, tag: str = "J", first: int = 1
+    store: Store,
+    jobs: int,
+    per_job: int,
+    *,
+    tag: str = "J",
+    first: int = 1,
+    job_ids: list[str] | None = None,
 ) -> set[str]:
-    """``jobs`` jobs of events ``first`` .. ``per_job``, interleaved; their webhook IDs."""
+    """``jobs`` jobs (``{tag}{n}``, or ``job_ids``) of events ``first`` .. ``per_job``,
+    interleaved; their webhook IDs."""
     ids = set()
+    names = job_ids if job_ids is not None else [f"{tag}{j}" for j in range(jobs)]
     for seq in range(first, per_job + 1):
-        for j in range(jobs):
-            job = f"{tag}{j}"
+        for job in names:
             last = seq == per_job
             await publish(
                 store.redis, store.keys, job, seq,
@@ -175,8 +183,11 @@ async def publish_jobs(
 
 
 async def pending(store: Store, group: str = "forward") -> int:
-    info = await store.redis.xpending(store.keys.events, group)
-    return int(info["pending"])
+    """Entries pending in ``group``, over every shard's stream."""
+    total = 0
+    for stream in store.keys.event_streams:
+        total += int((await store.redis.xpending(stream, group))["pending"])
+    return total
 
 
 def test_signature_matches_the_reference_library() -> None:
@@ -324,6 +335,50 @@ async def test_filters(store: Store) -> None:
     assert set(typed.attempts) == {"F2:1"}
 
 
+class _ClaimDuringCheck:
+    """A Redis client for a forwarder: the first time it checks for an older pending entry
+    of the job, the dead consumer's entry has just gone idle and is claimed first (what the
+    claimer does at any moment), so the older entry joins the job's queue mid-check."""
+
+    def __init__(self, redis: Redis, group: str, dead: str) -> None:
+        self._redis, self._group, self._dead = redis, group, dead
+        self.forwarder: Forwarder | None = None
+        self.claimed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def xpending_range(self, stream: str, group: str, **kw: Any) -> Any:
+        if self.forwarder is not None and not self.claimed:
+            rows = await self._redis.xpending_range(stream, group, "-", "+", 10, self._dead)
+            ids = [r["message_id"] for r in rows]
+            await self._redis.xclaim(stream, group, self._dead, 0, ids, idle=120_000, justid=True)
+            self.claimed = await self.forwarder.claim_once()
+        return await self._redis.xpending_range(stream, group, **kw)
+
+
+async def test_an_older_entry_claimed_while_checking_the_queue_head_goes_first(
+    store: Store,
+) -> None:
+    async with receiving() as rx:
+        await publish(store.redis, store.keys, "O1", 1)
+        await store.redis.xgroup_create(store.keys.events, "forward", id="0-0")
+        # consumer "dead" was given seq 1 and never acknowledged it
+        await store.redis.xreadgroup("forward", "dead", {store.keys.events: ">"}, count=1)
+        await publish(store.redis, store.keys, "O1", 2)
+        redis = _ClaimDuringCheck(store.redis, "forward", "dead")
+        fwd = Forwarder(redis, store.keys, options(rx.url, claim_idle=60.0))  # type: ignore[arg-type]
+        redis.forwarder = fwd
+        async with anyio.create_task_group() as tg:
+            await tg.start(fwd.run)
+            await eventually(lambda: rx.has({"O1:1", "O1:2"}))
+            await eventually(lambda: _zero(pending(store)))
+            tg.cancel_scope.cancel()
+    assert redis.claimed == 1
+    assert rx.accepted == ["O1:1", "O1:2"]
+    assert not rx.bad
+
+
 def _env(redis_url: str, prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env |= {"POLLER_REDIS_URL": redis_url, "POLLER_KEY_PREFIX": prefix}
@@ -431,3 +486,113 @@ def test_bad_secret_file_is_one_line_without_the_secret(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "--secret-file" in out.stderr
     assert "hunter2" not in out.stderr
+
+
+# --- several shards: one group per shard stream ------------------------------------------------
+
+SHARDS = 3
+
+
+@pytest.fixture
+async def sharded(redis_server: LocalRedis, prefix: str) -> AsyncIterator[Store]:
+    s = Store(connect(redis_server.url), Keys(prefix, SHARDS), retention=3600, maxlen=10_000)
+    yield s
+    await s.redis.aclose()
+
+
+async def test_every_shard_delivered_by_two_forwarders_in_per_job_order(sharded: Store) -> None:
+    rng = random.Random(11)
+
+    async def jittery(_: Receiver, __: str, ___: int, ____: web.Request) -> web.StreamResponse:
+        await anyio.sleep(rng.uniform(0, 0.01))
+        return web.Response(status=500 if rng.random() < 0.2 else 200)
+
+    jobs = jobs_in_shards(SHARDS, 3)
+    async with receiving(jittery) as rx:
+        ids = await publish_jobs(sharded, len(jobs), 6, job_ids=jobs)
+        async with (
+            forwarding(sharded, rx.url, concurrency=4, prefetch=4, max_attempts=50),
+            forwarding(sharded, rx.url, concurrency=4, prefetch=4, max_attempts=50),
+        ):
+            later = jobs_in_shards(SHARDS, tag="K")
+            more = await publish_jobs(sharded, len(later), 5, job_ids=later)
+            await eventually(lambda: rx.has(ids | more), within=60)
+            await eventually(lambda: _zero(pending(sharded)))
+    assert not rx.bad, rx.bad[:5]
+    assert set(rx.attempts) == ids | more
+    for stream in sharded.keys.event_streams:  # the group on each: all read, all acked
+        (info,) = await sharded.redis.xinfo_groups(stream)
+        assert (info["name"], info["lag"], info["pending"]) == (b"forward", 0, 0)
+    assert await sharded.redis.llen(sharded.keys.forward_dead) == 0
+
+
+async def test_parked_deliveries_of_every_shard_are_acknowledged_on_their_stream(
+    sharded: Store,
+) -> None:
+    async def down(_: Receiver, __: str, ___: int, ____: web.Request) -> web.StreamResponse:
+        return web.Response(status=503)
+
+    jobs = jobs_in_shards(SHARDS)
+    async with receiving(down) as rx:
+        entries = {
+            job: await publish(sharded.redis, sharded.keys, job, 1, kind="job.status_changed",
+                               to="FAILED")
+            for job in jobs
+        }  # fmt: skip
+        async with forwarding(sharded, rx.url, max_attempts=2):
+            await eventually(lambda: _parked(sharded, len(jobs)))
+            await eventually(lambda: _zero(pending(sharded)))
+    records = await dead_records(sharded.redis, sharded.keys)
+    assert sorted((r["webhook_id"], r["entry_id"]) for r in records) == sorted(
+        (f"{job}:1", entry) for job, entry in entries.items()
+    )
+    assert {len(rx.attempts[f"{job}:1"]) for job in jobs} == {2}
+
+
+async def _parked(store: Store, n: int) -> bool:
+    return bool(await store.redis.llen(store.keys.forward_dead) >= n)
+
+
+async def test_a_dead_forwarders_deliveries_on_every_shard_are_taken_over_in_order(
+    sharded: Store,
+) -> None:
+    """A forwarder stops (cancelled mid-delivery: nothing acknowledged) with one delivery in
+    flight in every shard; another takes each over once idle, and delivers the jobs' later
+    events only after them."""
+    gate = anyio.Event()
+    waiting: set[str] = set()
+
+    async def gated(_: Receiver, msg_id: str, __: int, ___: web.Request) -> web.StreamResponse:
+        if not gate.is_set():
+            waiting.add(msg_id)
+            await gate.wait()
+            return web.Response(status=503)  # the asker is gone by now: never an acceptance
+        return web.Response(status=200)
+
+    jobs = jobs_in_shards(SHARDS)
+    async with receiving(gated) as rx:
+        ids = await publish_jobs(sharded, len(jobs), 1, job_ids=jobs)
+        async with forwarding(sharded, rx.url, claim_idle=0.3, claim_interval=0.1):
+            await eventually(lambda: waiting == ids)  # one held delivery per shard
+        ids |= await publish_jobs(sharded, len(jobs), 3, first=2, job_ids=jobs)
+        gate.set()
+        async with forwarding(sharded, rx.url, claim_idle=0.3, claim_interval=0.1) as second:
+            await eventually(lambda: rx.has(ids), within=30)
+            await eventually(lambda: _zero(pending(sharded)))
+    assert not rx.bad, rx.bad[:5]  # every job's seq 1 accepted before its 2 and 3
+    assert scraped(second.metrics, "poller_forward_claimed_total") == len(jobs)
+
+
+async def test_a_group_deleted_on_one_shard_is_created_again_there(sharded: Store) -> None:
+    jobs = jobs_in_shards(SHARDS)
+    async with receiving() as rx:
+        ids = await publish_jobs(sharded, len(jobs), 1, job_ids=jobs)
+        async with forwarding(sharded, rx.url):
+            await eventually(lambda: rx.has(ids))
+            await sharded.redis.xgroup_destroy(sharded.keys.for_job(jobs[1]).events, "forward")
+            more = await publish_jobs(sharded, len(jobs), 2, first=2, job_ids=jobs)
+            await eventually(lambda: rx.has(ids | more))
+            await eventually(lambda: _zero(pending(sharded)))
+    assert not rx.bad, rx.bad[:5]
+    for stream in sharded.keys.event_streams:
+        assert [g["name"] for g in await sharded.redis.xinfo_groups(stream)] == [b"forward"]

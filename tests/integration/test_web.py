@@ -18,9 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from poller.commands import status_document
 from poller.config import Settings
+from poller.intake import Admission
 from poller.localredis import LocalRedis
 from poller.sim import SimHandle
-from poller.store import Store
+from poller.store import Keys, Store, connect
 from poller.telemetry import REDACTOR
 from poller.web import WebLimits, build_app
 from poller.web.app import STATE
@@ -30,6 +31,7 @@ from tests.integration.harness import (
     events_until,
     eventually,
     fast_settings,
+    jobs_in_shards,
     quick_job,
     running_worker,
 )
@@ -567,3 +569,106 @@ async def test_a_client_that_cannot_keep_up_is_dropped(
             await eventually(lambda: state.sse_open == 0)  # dropped, though still connected
     finally:
         await client.close()
+
+
+# --- several shards ---------------------------------------------------------------------------
+
+SHARDS = 3
+
+
+@pytest.fixture
+async def sharded(redis_server: LocalRedis, prefix: str) -> AsyncIterator[Store]:
+    s = Store(connect(redis_server.url), Keys(prefix, SHARDS), retention=3600, maxlen=10_000)
+    yield s
+    await s.redis.aclose()
+
+
+@pytest.fixture
+async def sharded_client(
+    redis_server: LocalRedis, prefix: str, sharded: Store, tokens_file: Path
+) -> AsyncIterator[TestClient[Any, Any]]:
+    settings = web_settings(redis_server.url, prefix, tokens_file, shards=SHARDS)
+    c = await start_client(settings, sharded, WebLimits(batch=2))  # pages of two: merged
+    yield c
+    await c.close()
+
+
+async def _shard_event(
+    store: Store, job_id: str, seq: int, entry_id: str = "*", *, final: bool = False
+) -> str:
+    """A job event where the daemon puts it: its shard's global stream and its own."""
+    status = "SUCCEEDED" if final else "RUNNING"
+    fields = {"event": "job.status_changed", "job_id": job_id, "project_id": PROJECT,
+              "seq": str(seq), "observed_at": "2026-11-27T00:00:00.000Z", "from_status": "",
+              "to_status": status, "job_status": status, "job_type": "X",
+              "terminal": "true" if final else "false"}  # fmt: skip
+    entry = await store.redis.xadd(store.keys.for_job(job_id).events, fields, id=entry_id)  # type: ignore[arg-type]
+    await store.redis.xadd(store.keys.job_events(job_id), fields)  # type: ignore[arg-type]
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def _events(frames: list[Frame]) -> list[tuple[str, str]]:
+    return [(f["job_id"], f["seq"]) for _, _, f in frames]
+
+
+async def test_all_events_over_shards_merge_and_resume_with_the_id_they_sent(
+    sharded: Store, sharded_client: TestClient[Any, Any]
+) -> None:
+    client = sharded_client
+    a, b, c = jobs_in_shards(SHARDS)  # shards 0, 1, 2
+    for job, seq, ms in [(a, 1, 1), (b, 1, 2), (c, 1, 3), (a, 2, 4), (b, 2, 5), (c, 2, 6),
+                         (a, 3, 7)]:  # fmt: skip
+        await _shard_event(sharded, job, seq, f"{ms}-0")
+    merged = [(a, "1"), (b, "1"), (c, "1"), (a, "2"), (b, "2"), (c, "2"), (a, "3")]
+    with anyio.fail_after(20):
+        # a plain entry ID (all one shard would send) still works: after it in every shard
+        async with client.get("/api/events", headers={**AUTH, "Last-Event-ID": "0-0"}) as resp:
+            frames = await read_frames(resp, limit=len(merged))
+        assert _events(frames) == merged
+        # each frame's id is every shard's position after it
+        assert [i for i, _, _ in frames][:3] == ["0=1-0,1=0-0,2=0-0", "0=1-0,1=2-0,2=0-0",
+                                                 "0=1-0,1=2-0,2=3-0"]  # fmt: skip
+        assert frames[-1][0] == "0=7-0,1=5-0,2=6-0"
+        for cut in range(len(frames) - 1):
+            resume = {**AUTH, "Last-Event-ID": frames[cut][0]}
+            async with client.get("/api/events", headers=resume) as resp:
+                rest = await read_frames(resp, limit=len(frames) - cut - 1)
+            assert frames[: cut + 1] + rest == frames
+        # from now by default; a new event on any shard arrives
+        async with client.get("/api/events", headers=AUTH) as resp:
+            new_c = await _shard_event(sharded, c, 3)
+            (live,) = await read_frames(resp, limit=1)
+        assert (_events([live]), live[0]) == ([(c, "3")], f"0=7-0,1=5-0,2={new_c}")
+        # resuming from there: what came since on the other shards, nothing twice
+        await _shard_event(sharded, b, 3)
+        await _shard_event(sharded, a, 4)
+        async with client.get("/api/events", headers={**AUTH, "Last-Event-ID": live[0]}) as r:
+            after = await read_frames(r, limit=2)
+        assert sorted(_events(after)) == sorted([(a, "4"), (b, "3")])
+        for bad in ("3=1-0", "0=1-0,0=2-0", "0=1-0;1=2-0", "0=1", "=1-0", "nope"):
+            async with client.get("/api/events", headers={**AUTH, "Last-Event-ID": bad}) as r:
+                assert r.status == 400, bad
+        # one job's own stream still takes a plain entry ID only
+        multi = {**AUTH, "Last-Event-ID": "0=1-0"}
+        async with client.get(f"/api/jobs/{a}/events", headers=multi) as r:
+            assert r.status == 400
+
+
+async def test_overview_lists_the_jobs_of_every_shard(
+    sharded: Store, sharded_client: TestClient[Any, Any]
+) -> None:
+    tracked = jobs_in_shards(SHARDS)
+    now = await sharded.server_time()
+    await sharded.enqueue(*tracked)
+    for delivery in await sharded.take_messages("r1", 10, 0):
+        admission = Admission(delivery.raw.decode(), PROJECT)
+        assert await sharded.admit("r1", delivery, admission, now) == "admitted"
+    finished = jobs_in_shards(SHARDS, tag="JOB-f")
+    for ms, job in enumerate(finished, start=1):
+        await _shard_event(sharded, job, 1, f"{ms}-0", final=True)
+    async with sharded_client.get("/api/overview", headers=AUTH) as resp:
+        assert resp.status == 200
+        doc = await resp.json()
+    assert sorted(j["job_id"] for j in doc["tracked"]) == sorted(tracked)
+    assert [j["job_id"] for j in doc["finished"]] == finished[::-1]  # newest first
+    assert doc["counts"]["tracked"] == len(tracked)
