@@ -108,7 +108,7 @@ async def test_three_daemons_on_a_cluster_spread_shards_and_ride_out_a_failover(
         events = await events_until(store, all_final(ids), within=180)
         await _stop(procs)
         per_job = await _per_job(store, ids)
-    assert promoted.role() == "master"
+    assert promoted.role() == "primary"
     grouped = by_job(events)
     specs = {s.job_id: s for s in scenario.jobs}
     for job_id in ids:
