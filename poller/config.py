@@ -11,10 +11,10 @@ import ipaddress
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_type_hints
 from urllib.parse import urlsplit
 
 from poller.errors import EXIT_USAGE, PollerError
@@ -63,7 +63,11 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every knob of the daemon and the CLI.  Durations are seconds (floats)."""
+    """Every knob of the daemon and the CLI.  Durations are seconds (floats).
+
+    Each field's annotated type chooses how its value is read (:data:`_CONVERSIONS`);
+    ``metadata={"from_file": True}`` lets a secret also come from ``POLLER_<NAME>_FILE``.
+    """
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "poller"
@@ -79,13 +83,13 @@ class Settings:
     # service) when polling
     auth_token: Secret | None = None
     auth_token_file: str = ""
-    access_key: Secret | None = None
-    secret_key: Secret | None = None
+    access_key: Secret | None = field(default=None, metadata={"from_file": True})
+    secret_key: Secret | None = field(default=None, metadata={"from_file": True})
     # with AK/SK: the security token of temporary credentials (sent as X-Security-Token)
-    security_token: Secret | None = None
+    security_token: Secret | None = field(default=None, metadata={"from_file": True})
     iam_endpoint: str = ""
     iam_user: str = ""
-    iam_password: Secret | None = None
+    iam_password: Secret | None = field(default=None, metadata={"from_file": True})
     iam_domain: str = ""
     # "metadata": temporary AK/SK/security token from the metadata service, renewed ahead
     credentials: str = ""
@@ -119,7 +123,7 @@ class Settings:
     http_host: str = "0.0.0.0"  # noqa: S104 - a container's probes and scrapes come from outside
     log_format: str = "auto"
     log_level: str = "info"
-    replica_id: str = field(default="")
+    replica_id: str = ""
     # `poller web`: the status page and HTTP API
     web_host: str = "127.0.0.1"
     web_port: int = 9465
@@ -245,20 +249,51 @@ def _as_secret(name: str, raw: Any) -> Secret:
     return Secret(value)
 
 
-_FLOATS = {
-    "poll_interval", "poll_interval_max", "backoff_initial", "backoff_max", "job_timeout",
-    "not_found_grace", "request_timeout", "rate_limit", "lease_seconds", "retention",
-    "seq_memory", "shutdown_grace", "redis_wait_timeout",
-}  # fmt: skip
-_INTS = {
-    "page_size", "concurrency", "claim_batch", "events_maxlen", "http_port", "web_port",
-    "shards", "redis_wait_replicas",
-}  # fmt: skip
-_BOOLS = {"allow_insecure_http", "web_public_read"}
-_SECRETS = {"auth_token", "access_key", "secret_key", "security_token", "iam_password"}
-# secrets that may also come from a file: POLLER_SECRET_KEY_FILE etc.
-_SECRET_FILES = {"access_key", "secret_key", "security_token", "iam_password"}
-_FIELDS = {f.name for f in dataclasses.fields(Settings)}
+#: How a setting's value is read, chosen by the annotated type of its ``Settings`` field: a
+#: string from the environment or a TOML value in, the field's type out, or ConfigError.
+_CONVERSIONS: Final[Mapping[object, Callable[[str, Any], Any]]] = {
+    float: _as_float,  # durations and rates: non-negative seconds
+    int: _as_int,
+    bool: _as_bool,
+    str: _as_str,
+    Secret | None: _as_secret,  # unset (None) unless given, and never empty
+}
+
+
+def _conversions(cls: type[Any]) -> dict[str, Callable[[str, Any], Any]]:
+    """Each field's conversion, by its type; a field no conversion fits (or a ``from_file``
+    mark on anything but a secret) fails at import, not on some later start-up."""
+    hints = get_type_hints(cls)
+    chosen = {}
+    for f in dataclasses.fields(cls):
+        where = f"{cls.__name__}.{f.name}"
+        convert = _CONVERSIONS.get(hints[f.name])
+        if convert is None:
+            raise TypeError(f"{where}: no conversion for {hints[f.name]!r}")
+        if f.metadata.get("from_file") and (convert is not _as_secret or f.name + "_file" in hints):
+            raise TypeError(f"{where}: from_file needs a Secret field without a {f.name}_file")
+        chosen[f.name] = convert
+    return chosen
+
+
+_CONVERTERS: Final = _conversions(Settings)
+#: Secrets that may also be read from the file ``POLLER_<NAME>_FILE`` (or ``<name>_file``) names.
+FILE_SECRETS: Final = frozenset(
+    f.name for f in dataclasses.fields(Settings) if f.metadata.get("from_file")
+)
+
+
+def env_var(key: str) -> str:
+    """The environment variable of setting ``key``: ``POLLER_<KEY>``."""
+    return ENV_PREFIX + key.upper()
+
+
+def convert(key: str, raw: Any, name: str | None = None) -> Any:
+    """``raw`` (an environment string or a TOML value) as setting ``key``'s type.
+
+    A bad value raises :class:`ConfigError` naming ``name`` (default: ``POLLER_<KEY>``).
+    """
+    return _CONVERTERS[key](env_var(key) if name is None else name, raw)
 
 
 def _read_secret_file(name: str, path: str) -> Secret:
@@ -266,18 +301,6 @@ def _read_secret_file(name: str, path: str) -> Secret:
         return _as_secret(name, Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
-
-
-def _convert(key: str, name: str, raw: Any) -> Any:
-    if key in _FLOATS:
-        return _as_float(name, raw)
-    if key in _INTS:
-        return _as_int(name, raw)
-    if key in _BOOLS:
-        return _as_bool(name, raw)
-    if key in _SECRETS:
-        return _as_secret(name, raw)
-    return _as_str(name, raw)
 
 
 def load_settings(
@@ -299,18 +322,18 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"POLLER_CONFIG: {str(path)!r} is not valid TOML: {exc}") from None
         for key, raw in document.items():
-            if key not in _FIELDS and not (key.endswith("_file") and key[:-5] in _SECRET_FILES):
-                raise ConfigError(f"{key}: unknown setting in {str(path)!r}")
-            if key.endswith("_file") and key[:-5] in _SECRET_FILES:
+            if key in _CONVERTERS:
+                values[key] = convert(key, raw, key)
+            elif key.endswith("_file") and key[:-5] in FILE_SECRETS:
                 values[key[:-5]] = _read_secret_file(key, _as_str(key, raw))
             else:
-                values[key] = _convert(key, key, raw)
-    for key in sorted(_FIELDS):
-        name = ENV_PREFIX + key.upper()
-        if key in _SECRET_FILES and (name + "_FILE") in env:
+                raise ConfigError(f"{key}: unknown setting in {str(path)!r}")
+    for key in sorted(_CONVERTERS):
+        name = env_var(key)
+        if key in FILE_SECRETS and (name + "_FILE") in env:
             values[key] = _read_secret_file(name + "_FILE", env[name + "_FILE"])
         if name in env:
-            values[key] = _convert(key, name, env[name])
+            values[key] = convert(key, env[name])
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -319,8 +342,8 @@ def load_settings(
 def unknown_variables(env: Mapping[str, str]) -> list[str]:
     """``POLLER_*`` variables that name no setting (typos are otherwise silently ignored)."""
     known = {ENV_PREFIX + "CONFIG"}
-    known |= {ENV_PREFIX + name.upper() for name in _FIELDS}
-    known |= {ENV_PREFIX + name.upper() + "_FILE" for name in _SECRET_FILES}
+    known |= {env_var(key) for key in _CONVERTERS}
+    known |= {env_var(key) + "_FILE" for key in FILE_SECRETS}
     return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
 
 

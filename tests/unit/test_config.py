@@ -316,3 +316,64 @@ def test_new_variables_are_known() -> None:
            "POLLER_CREDENTIALS": "metadata", "POLLER_METADATA_ENDPOINT": "http://169.254.169.254",
            "POLLER_ALLOW_INSECURE_HTTP": "false"}  # fmt: skip
     assert unknown_variables(env) == []
+
+
+# --- conversion chosen by each field's type ------------------------------------------------
+
+# A value each conversion refuses, and the start of the one line it refuses it with.
+REFUSED_BY_TYPE = {
+    "float": ("-1", "expected a non-negative number of seconds, got '-1'"),
+    "int": ("1.5", "expected a whole number, got '1.5'"),
+    "bool": ("sure", "expected true or false, got 'sure'"),
+    "Secret | None": (" ", "is empty"),
+}
+
+
+def _field_types() -> dict[str, str]:
+    import dataclasses
+
+    from poller.config import Settings
+
+    return {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+
+
+@pytest.mark.parametrize(("key", "type_name"), sorted(_field_types().items()))
+def test_every_setting_is_read_as_its_field_type(key: str, type_name: str, tmp_path: Path) -> None:
+    from poller.config import env_var
+
+    if type_name == "str":  # any string from the environment; a TOML number is not one
+        f = tmp_path / "p.toml"
+        f.write_text(f"{key} = 1\n")
+        with pytest.raises(ConfigError) as err:
+            load_settings({}, config_file=f)
+        assert str(err.value) == f"{key}: expected a string, got int"
+        return
+    raw, message = REFUSED_BY_TYPE[type_name]
+    with pytest.raises(ConfigError) as err:
+        load_settings({env_var(key): raw})
+    assert str(err.value) == f"{env_var(key)}: {message}"
+
+
+def test_secrets_from_files_are_marked_on_their_fields() -> None:
+    from poller.config import FILE_SECRETS, unknown_variables
+
+    assert set(FILE_SECRETS) == {"access_key", "secret_key", "security_token", "iam_password"}
+    names = [f"POLLER_{key.upper()}_FILE" for key in FILE_SECRETS]
+    assert unknown_variables(dict.fromkeys([*names, "POLLER_AUTH_TOKEN_FILE"], "x")) == []
+    # POLLER_AUTH_TOKEN_FILE is a setting of its own (re-read on change), not a secret's file
+    assert unknown_variables({"POLLER_REDIS_URL_FILE": "x"}) == ["POLLER_REDIS_URL_FILE"]
+
+
+def test_a_field_no_conversion_fits_fails_at_import() -> None:
+    import dataclasses
+
+    from poller.config import _conversions
+
+    listed = dataclasses.make_dataclass("Listed", [("hosts", list[str])])
+    with pytest.raises(TypeError, match=r"^Listed\.hosts: no conversion for list\[str\]"):
+        _conversions(listed)
+    plain = dataclasses.make_dataclass(
+        "Plain", [("user", str, dataclasses.field(default="", metadata={"from_file": True}))]
+    )
+    with pytest.raises(TypeError, match=r"^Plain\.user: from_file needs a Secret field"):
+        _conversions(plain)
