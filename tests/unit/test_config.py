@@ -377,3 +377,79 @@ def test_a_field_no_conversion_fits_fails_at_import() -> None:
     )
     with pytest.raises(TypeError, match=r"^Plain\.user: from_file needs a Secret field"):
         _conversions(plain)
+
+
+# --- grouped views: settings.polling and settings.auth ----------------------------------------
+
+POLLING_FIELDS = ("poll_interval", "poll_interval_max", "backoff_initial", "backoff_max",
+                  "job_timeout", "not_found_grace", "request_timeout", "page_size")  # fmt: skip
+AUTH_FIELDS = ("auth_token", "auth_token_file", "access_key", "secret_key", "security_token",
+               "iam_endpoint", "iam_user", "iam_password", "iam_domain", "credentials",
+               "metadata_endpoint")  # fmt: skip
+
+
+def test_grouped_views_are_read_only_copies_of_the_flat_settings() -> None:
+    import dataclasses
+
+    from poller.config import AuthSettings, PollingSettings, Settings
+
+    s = Settings(poll_interval=3.0, page_size=7, access_key=Secret("AK"), iam_user="u")
+    assert isinstance(s.polling, PollingSettings)
+    assert isinstance(s.auth, AuthSettings)
+    assert tuple(f.name for f in dataclasses.fields(PollingSettings)) == POLLING_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(AuthSettings)) == AUTH_FIELDS
+    for view, names in ((s.polling, POLLING_FIELDS), (s.auth, AUTH_FIELDS)):
+        assert {n: getattr(view, n) for n in names} == {n: getattr(s, n) for n in names}
+    assert (s.polling.poll_interval, s.polling.page_size) == (3.0, 7)
+    assert (s.auth.access_key, s.auth.iam_user) == (Secret("AK"), "u")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.polling.poll_interval = 1.0  # type: ignore[misc]
+    assert "AK" not in repr(s.auth)
+
+
+def test_group_membership_is_the_fields_metadata() -> None:
+    import dataclasses
+
+    from poller.config import Settings
+
+    groups: dict[str, list[str]] = {}
+    for f in dataclasses.fields(Settings):
+        if "group" in f.metadata:
+            groups.setdefault(f.metadata["group"], []).append(f.name)
+    assert groups == {"polling": list(POLLING_FIELDS), "auth": list(AUTH_FIELDS)}
+
+
+def test_a_view_that_does_not_match_its_group_fails_at_import() -> None:
+    import dataclasses
+
+    from poller.config import _group_fields
+
+    field = dataclasses.field
+    flat = dataclasses.make_dataclass("Flat", [
+        ("a", float, field(default=1.0, metadata={"group": "g"})),
+        ("b", int, field(default=1, metadata={"group": "g"})),
+        ("c", str, field(default="")),
+    ])  # fmt: skip
+    good = dataclasses.make_dataclass("Good", [("a", float), ("b", int)])
+    assert _group_fields(flat, {"g": good}) == {"g": ("a", "b")}
+    short = dataclasses.make_dataclass("Short", [("a", float)])
+    with pytest.raises(TypeError, match=r"^Short: must have the fields of group 'g': a: float, b"):
+        _group_fields(flat, {"g": short})
+    retyped = dataclasses.make_dataclass("Retyped", [("a", float), ("b", str)])
+    with pytest.raises(TypeError, match=r"^Retyped: must have the fields"):
+        _group_fields(flat, {"g": retyped})
+    with pytest.raises(TypeError, match=r"^Flat\.a: no view for group 'g'"):
+        _group_fields(flat, {})
+
+
+def test_the_polling_policy_comes_from_the_polling_group() -> None:
+    from poller.config import Settings
+    from poller.policy import Policy
+
+    s = Settings(poll_interval=3.0, poll_interval_max=9.0, backoff_initial=0.5, backoff_max=8.0,
+                 job_timeout=100.0, not_found_grace=7.0)  # fmt: skip
+    assert Policy.from_settings(s) == Policy(
+        poll_interval=3.0, poll_interval_max=9.0, backoff_initial=0.5, backoff_max=8.0,
+        job_timeout=100.0, not_found_grace=7.0,
+    )  # fmt: skip
+    assert Policy.from_settings(Settings()) == Policy()
