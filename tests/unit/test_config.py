@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,24 +109,28 @@ def test_example_toml_documents_every_setting_at_its_default() -> None:
     import dataclasses
     import tomllib
 
-    from poller.config import Settings
+    from poller.config import FILE_SECRETS, Settings, convert
 
     example = Path(__file__).parents[2] / "config" / "poller.example.toml"
     assert load_settings({}, config_file=example) == Settings()
     text = example.read_text()
-    documented = set(tomllib.loads(text))
-    commented = {
-        line.lstrip("# ").split(" ")[0]
-        for line in text.splitlines()
-        if line.startswith("# ") and " = " in line
-    }
-    secrets_by_file = {
-        "secret_key_file": "secret_key",
-        "iam_password_file": "iam_password",
-        "security_token_file": "security_token",
-    }
-    names = documented | {secrets_by_file.get(n, n) for n in commented}
-    assert {f.name for f in dataclasses.fields(Settings)} <= names
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    documented = list(tomllib.loads(text))
+    # commented-out examples (secrets, endpoints): "# key = value  # comment", valid values
+    commented: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("# ") and " = " in line:
+            ((key, value),) = tomllib.loads(line[2:]).items()
+            if key.endswith("_file") and key[:-5] in FILE_SECRETS:
+                assert isinstance(value, str), f"poller.example.toml: {key} is a path"
+                key = key[:-5]
+            elif key in fields:
+                convert(key, value, key)
+            commented.append(key)
+    named = documented + commented
+    assert sorted(set(fields) - set(named)) == [], "settings missing from poller.example.toml"
+    assert sorted(set(named) - set(fields)) == [], "poller.example.toml names no such settings"
+    assert sorted({n for n in named if named.count(n) > 1}) == [], "documented twice"
 
 
 def test_unknown_poller_variables_are_reported() -> None:
@@ -453,3 +458,73 @@ def test_the_polling_policy_comes_from_the_polling_group() -> None:
         job_timeout=100.0, not_found_grace=7.0,
     )  # fmt: skip
     assert Policy.from_settings(Settings()) == Policy()
+
+
+# --- the documentation of the settings: README.md's table and config/poller.example.toml ------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _split_outside_code(cell: str) -> list[str]:
+    """``cell`` cut at each ``,`` or ``/`` that is not inside backticks."""
+    parts, current, in_code = [], "", False
+    for char in cell:
+        in_code ^= char == "`"
+        if char in ",/" and not in_code:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()]
+
+
+def readme_settings_table() -> tuple[dict[str, str], set[str]]:
+    """README.md's ``## Configuration`` table: each variable's default cell, and the variables
+    of the rows that say ``(`_FILE`)``.  A row may name several variables, with their defaults
+    in order (``a`` / ``b``, ``a``, ``b``), or one word or nothing for all of them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    defaults: dict[str, str] = {}
+    with_file: set[str] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `POLLER_"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        assert len(cells) == 3, f"README: not a variable | default | meaning row: {line}"
+        names = re.findall(r"`(POLLER_[A-Z0-9_]+)`", cells[0])
+        written = _split_outside_code(cells[1])
+        if len(written) == 1 and "`" not in written[0]:
+            written *= len(names)
+        assert len(written) == len(names), f"README: one default per variable: {line}"
+        for name, default in zip(names, written, strict=True):
+            assert name not in defaults, f"README: {name} is in the settings table twice"
+            defaults[name] = default
+        if "`_FILE`" in cells[0]:
+            with_file |= set(names)
+    return defaults, with_file
+
+
+def test_readme_settings_table_names_every_setting_at_its_default() -> None:
+    import dataclasses
+
+    from poller.config import FILE_SECRETS, Settings, convert, env_var
+
+    table, with_file = readme_settings_table()
+    keys = {env_var(f.name): f.name for f in dataclasses.fields(Settings)}
+    assert sorted(set(keys) - set(table)) == [], "settings missing from README.md's table"
+    assert sorted(set(table) - set(keys)) == [], "README.md's table names no such settings"
+    defaults = Settings()
+    for name, written in table.items():
+        key = keys[name]
+        actual = getattr(defaults, key)
+        code = re.findall(r"`([^`]*)`", written)
+        if code:  # e.g. `2` (seconds), `0` (off), `false`: read as the setting itself is
+            assert len(code) == 1, f"README: {name}: one default, got {written!r}"
+            try:
+                value = convert(key, code[0])
+            except ConfigError as exc:
+                pytest.fail(f"README: {exc}")
+            assert value == actual, f"README: {name} defaults to {actual!r}"
+        else:  # nothing, "empty", or what empty means ("from region", "host + random")
+            assert actual in ("", None), f"README: {name} defaults to {actual!r}, not {written!r}"
+    assert {env_var(key) for key in FILE_SECRETS} <= with_file, "README: say (`_FILE`)"
