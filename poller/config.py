@@ -11,10 +11,11 @@ import ipaddress
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, get_type_hints
 from urllib.parse import urlsplit
 
 from poller.errors import EXIT_USAGE, PollerError
@@ -61,10 +62,27 @@ class Secret:
         return bool(self._value)
 
 
+#: ``Settings`` field metadata.  ``group``: the grouped view holding the setting (``"polling"``:
+#: :attr:`Settings.polling`, ``"auth"``: :attr:`Settings.auth`); ``from_file``: a secret that
+#: may also be read from the file ``POLLER_<NAME>_FILE`` names.
+_POLLING: Final = MappingProxyType({"group": "polling"})
+_AUTH: Final = MappingProxyType({"group": "auth"})
+_AUTH_FROM_FILE: Final = MappingProxyType({"group": "auth", "from_file": True})
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every knob of the daemon and the CLI.  Durations are seconds (floats)."""
+    """Every knob of the daemon and the CLI.  Durations are seconds (floats).
 
+    Typed once, here: each field's annotated type chooses how its value is read
+    (:data:`_CONVERSIONS`), and its metadata (:data:`_POLLING`, :data:`_AUTH`,
+    :data:`_AUTH_FROM_FILE`) puts it in a grouped view and lets a secret come from a file.
+    A new setting also needs a row in README.md's settings table and a line in
+    config/poller.example.toml, config/poller.env.example and (unless secret)
+    deploy/kubernetes/configmap.yaml; tests compare each of them with this class.
+    """
+
+    # --- Redis -----------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "poller"
     # jobs spread over this many shards (by a hash of the job ID), for several primaries
@@ -72,59 +90,74 @@ class Settings:
     # after each commit, WAIT for this many replicas to take it (0: don't), at most this long
     redis_wait_replicas: int = 0
     redis_wait_timeout: float = 1.0
+    # --- ServiceStage API ------------------------------------------------------------------
     api_endpoint: str = ""
     region: str = ""
     project_id: str = ""
-    # authentication: exactly one method (token, token file, AK/SK, IAM or the metadata
-    # service) when polling
-    auth_token: Secret | None = None
-    auth_token_file: str = ""
-    access_key: Secret | None = None
-    secret_key: Secret | None = None
+    # --- authentication (settings.auth): exactly one method (token, token file, AK/SK, IAM
+    # or the metadata service) when polling
+    auth_token: Secret | None = field(default=None, metadata=_AUTH)
+    auth_token_file: str = field(default="", metadata=_AUTH)
+    access_key: Secret | None = field(default=None, metadata=_AUTH_FROM_FILE)
+    secret_key: Secret | None = field(default=None, metadata=_AUTH_FROM_FILE)
     # with AK/SK: the security token of temporary credentials (sent as X-Security-Token)
-    security_token: Secret | None = None
-    iam_endpoint: str = ""
-    iam_user: str = ""
-    iam_password: Secret | None = None
-    iam_domain: str = ""
+    security_token: Secret | None = field(default=None, metadata=_AUTH_FROM_FILE)
+    iam_endpoint: str = field(default="", metadata=_AUTH)
+    iam_user: str = field(default="", metadata=_AUTH)
+    iam_password: Secret | None = field(default=None, metadata=_AUTH_FROM_FILE)
+    iam_domain: str = field(default="", metadata=_AUTH)
     # "metadata": temporary AK/SK/security token from the metadata service, renewed ahead
-    credentials: str = ""
-    metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
+    credentials: str = field(default="", metadata=_AUTH)
+    metadata_endpoint: str = field(default=DEFAULT_METADATA_ENDPOINT, metadata=_AUTH)
+    # --- TLS and plain HTTP ----------------------------------------------------------------
     ca_bundle: str = ""
     # plain http:// to a host that is not loopback sends credentials in clear text: refused
     # unless this is set
     allow_insecure_http: bool = False
-    # polling policy
-    poll_interval: float = 2.0
-    poll_interval_max: float = 30.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    job_timeout: float = 6 * 3600.0
-    not_found_grace: float = 60.0
-    request_timeout: float = 10.0
-    page_size: int = 100
-    # capacity
+    # --- polling policy (settings.polling) -------------------------------------------------
+    poll_interval: float = field(default=2.0, metadata=_POLLING)
+    poll_interval_max: float = field(default=30.0, metadata=_POLLING)
+    backoff_initial: float = field(default=1.0, metadata=_POLLING)
+    backoff_max: float = field(default=60.0, metadata=_POLLING)
+    job_timeout: float = field(default=6 * 3600.0, metadata=_POLLING)
+    not_found_grace: float = field(default=60.0, metadata=_POLLING)
+    request_timeout: float = field(default=10.0, metadata=_POLLING)
+    page_size: int = field(default=100, metadata=_POLLING)
+    # --- capacity --------------------------------------------------------------------------
     concurrency: int = 64
     rate_limit: float = 0.0
     lease_seconds: float = 30.0
     claim_batch: int = 100
-    # retention of events and finished jobs
+    # --- retention of events and finished jobs ---------------------------------------------
     retention: float = 24 * 3600.0
     # how long a job ID's next ``seq`` is remembered after it was last tracked
     seq_memory: float = 30 * 24 * 3600.0
     events_maxlen: int = 1_000_000
-    # process
+    # --- process ---------------------------------------------------------------------------
     shutdown_grace: float = 10.0
     http_port: int = 9464
     http_host: str = "0.0.0.0"  # noqa: S104 - a container's probes and scrapes come from outside
     log_format: str = "auto"
     log_level: str = "info"
-    replica_id: str = field(default="")
-    # `poller web`: the status page and HTTP API
+    replica_id: str = ""
+    # --- `poller web`: the status page and HTTP API ----------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = 9465
     web_tokens_file: str = ""
     web_public_read: bool = False
+
+    @property
+    def polling(self) -> PollingSettings:
+        """The polling policy's settings (the fields marked ``group="polling"``)."""
+        return PollingSettings(**self._group("polling"))
+
+    @property
+    def auth(self) -> AuthSettings:
+        """The authentication settings (the fields marked ``group="auth"``)."""
+        return AuthSettings(**self._group("auth"))
+
+    def _group(self, group: str) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in _GROUPS[group]}
 
     @property
     def base_url(self) -> str:
@@ -136,6 +169,55 @@ class Settings:
         return ""
 
     def auth_methods(self) -> list[str]:
+        """Names of the authentication methods configured (for the exactly-one check)."""
+        return self.auth.methods()
+
+    def require_polling(self) -> None:
+        """Raise :class:`ConfigError` unless the settings suffice to poll the API."""
+        if not self.base_url:
+            raise ConfigError("POLLER_API_ENDPOINT: not set (nor POLLER_REGION to derive it)")
+        if not self.project_id:
+            raise ConfigError("POLLER_PROJECT_ID: not set; it is the default project of jobs")
+        self.auth.require_one_method()
+
+
+# --- grouped views -------------------------------------------------------------------------
+# Read-only copies of some of the flat Settings fields, built on access.  Which fields: those
+# whose metadata names the group; the classes below repeat their names and types for the type
+# checker, and _group_fields refuses at import a class that does not match them exactly.
+
+
+@dataclass(frozen=True, slots=True)
+class PollingSettings:
+    """How often jobs are polled, how failures back off, when a job is given up (seconds)."""
+
+    poll_interval: float
+    poll_interval_max: float
+    backoff_initial: float
+    backoff_max: float
+    job_timeout: float
+    not_found_grace: float
+    request_timeout: float
+    page_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How requests to the API authenticate: exactly one method when polling."""
+
+    auth_token: Secret | None
+    auth_token_file: str
+    access_key: Secret | None
+    secret_key: Secret | None
+    security_token: Secret | None
+    iam_endpoint: str
+    iam_user: str
+    iam_password: Secret | None
+    iam_domain: str
+    credentials: str
+    metadata_endpoint: str
+
+    def methods(self) -> list[str]:
         """Names of the authentication methods configured (for the exactly-one check)."""
         methods = []
         if self.auth_token is not None:
@@ -152,13 +234,9 @@ class Settings:
             methods.append("POLLER_CREDENTIALS=metadata")
         return methods
 
-    def require_polling(self) -> None:
-        """Raise :class:`ConfigError` unless the settings suffice to poll the API."""
-        if not self.base_url:
-            raise ConfigError("POLLER_API_ENDPOINT: not set (nor POLLER_REGION to derive it)")
-        if not self.project_id:
-            raise ConfigError("POLLER_PROJECT_ID: not set; it is the default project of jobs")
-        methods = self.auth_methods()
+    def require_one_method(self) -> None:
+        """Raise :class:`ConfigError` unless exactly one method is configured, completely."""
+        methods = self.methods()
         if not methods:
             raise ConfigError(
                 "POLLER_AUTH_TOKEN: no authentication configured; set one of POLLER_AUTH_TOKEN, "
@@ -192,6 +270,31 @@ class Settings:
                 raise ConfigError("POLLER_IAM_PASSWORD: required with IAM password authentication")
         if self.credentials == "metadata" and not self.metadata_endpoint:
             raise ConfigError("POLLER_METADATA_ENDPOINT: required with POLLER_CREDENTIALS=metadata")
+
+
+def _group_fields(
+    settings: type[Any], views: Mapping[str, type[Any]]
+) -> dict[str, tuple[str, ...]]:
+    """The names of each group's fields, from the metadata of ``settings``' fields; a view
+    class whose fields are not exactly those (names, order and types) fails at import."""
+    hints = get_type_hints(settings)
+    groups: dict[str, list[str]] = {group: [] for group in views}
+    for f in dataclasses.fields(settings):
+        group = f.metadata.get("group")
+        if group is not None:
+            if group not in groups:
+                raise TypeError(f"{settings.__name__}.{f.name}: no view for group {group!r}")
+            groups[group].append(f.name)
+    for group, view in views.items():
+        expected = {key: hints[key] for key in groups[group]}
+        found = get_type_hints(view)
+        if list(found.items()) != list(expected.items()):
+            wanted = ", ".join(f"{k}: {getattr(v, '__name__', v)}" for k, v in expected.items())
+            raise TypeError(f"{view.__name__}: must have the fields of group {group!r}: {wanted}")
+    return {group: tuple(keys) for group, keys in groups.items()}
+
+
+_GROUPS: Final = _group_fields(Settings, {"polling": PollingSettings, "auth": AuthSettings})
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -245,20 +348,51 @@ def _as_secret(name: str, raw: Any) -> Secret:
     return Secret(value)
 
 
-_FLOATS = {
-    "poll_interval", "poll_interval_max", "backoff_initial", "backoff_max", "job_timeout",
-    "not_found_grace", "request_timeout", "rate_limit", "lease_seconds", "retention",
-    "seq_memory", "shutdown_grace", "redis_wait_timeout",
-}  # fmt: skip
-_INTS = {
-    "page_size", "concurrency", "claim_batch", "events_maxlen", "http_port", "web_port",
-    "shards", "redis_wait_replicas",
-}  # fmt: skip
-_BOOLS = {"allow_insecure_http", "web_public_read"}
-_SECRETS = {"auth_token", "access_key", "secret_key", "security_token", "iam_password"}
-# secrets that may also come from a file: POLLER_SECRET_KEY_FILE etc.
-_SECRET_FILES = {"access_key", "secret_key", "security_token", "iam_password"}
-_FIELDS = {f.name for f in dataclasses.fields(Settings)}
+#: How a setting's value is read, chosen by the annotated type of its ``Settings`` field: a
+#: string from the environment or a TOML value in, the field's type out, or ConfigError.
+_CONVERSIONS: Final[Mapping[object, Callable[[str, Any], Any]]] = {
+    float: _as_float,  # durations and rates: non-negative seconds
+    int: _as_int,
+    bool: _as_bool,
+    str: _as_str,
+    Secret | None: _as_secret,  # unset (None) unless given, and never empty
+}
+
+
+def _conversions(cls: type[Any]) -> dict[str, Callable[[str, Any], Any]]:
+    """Each field's conversion, by its type; a field no conversion fits (or a ``from_file``
+    mark on anything but a secret) fails at import, not on some later start-up."""
+    hints = get_type_hints(cls)
+    chosen = {}
+    for f in dataclasses.fields(cls):
+        where = f"{cls.__name__}.{f.name}"
+        convert = _CONVERSIONS.get(hints[f.name])
+        if convert is None:
+            raise TypeError(f"{where}: no conversion for {hints[f.name]!r}")
+        if f.metadata.get("from_file") and (convert is not _as_secret or f.name + "_file" in hints):
+            raise TypeError(f"{where}: from_file needs a Secret field without a {f.name}_file")
+        chosen[f.name] = convert
+    return chosen
+
+
+_CONVERTERS: Final = _conversions(Settings)
+#: Secrets that may also be read from the file ``POLLER_<NAME>_FILE`` (or ``<name>_file``) names.
+FILE_SECRETS: Final = frozenset(
+    f.name for f in dataclasses.fields(Settings) if f.metadata.get("from_file")
+)
+
+
+def env_var(key: str) -> str:
+    """The environment variable of setting ``key``: ``POLLER_<KEY>``."""
+    return ENV_PREFIX + key.upper()
+
+
+def convert(key: str, raw: Any, name: str | None = None) -> Any:
+    """``raw`` (an environment string or a TOML value) as setting ``key``'s type.
+
+    A bad value raises :class:`ConfigError` naming ``name`` (default: ``POLLER_<KEY>``).
+    """
+    return _CONVERTERS[key](env_var(key) if name is None else name, raw)
 
 
 def _read_secret_file(name: str, path: str) -> Secret:
@@ -266,18 +400,6 @@ def _read_secret_file(name: str, path: str) -> Secret:
         return _as_secret(name, Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
-
-
-def _convert(key: str, name: str, raw: Any) -> Any:
-    if key in _FLOATS:
-        return _as_float(name, raw)
-    if key in _INTS:
-        return _as_int(name, raw)
-    if key in _BOOLS:
-        return _as_bool(name, raw)
-    if key in _SECRETS:
-        return _as_secret(name, raw)
-    return _as_str(name, raw)
 
 
 def load_settings(
@@ -299,18 +421,18 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"POLLER_CONFIG: {str(path)!r} is not valid TOML: {exc}") from None
         for key, raw in document.items():
-            if key not in _FIELDS and not (key.endswith("_file") and key[:-5] in _SECRET_FILES):
-                raise ConfigError(f"{key}: unknown setting in {str(path)!r}")
-            if key.endswith("_file") and key[:-5] in _SECRET_FILES:
+            if key in _CONVERTERS:
+                values[key] = convert(key, raw, key)
+            elif key.endswith("_file") and key[:-5] in FILE_SECRETS:
                 values[key[:-5]] = _read_secret_file(key, _as_str(key, raw))
             else:
-                values[key] = _convert(key, key, raw)
-    for key in sorted(_FIELDS):
-        name = ENV_PREFIX + key.upper()
-        if key in _SECRET_FILES and (name + "_FILE") in env:
+                raise ConfigError(f"{key}: unknown setting in {str(path)!r}")
+    for key in sorted(_CONVERTERS):
+        name = env_var(key)
+        if key in FILE_SECRETS and (name + "_FILE") in env:
             values[key] = _read_secret_file(name + "_FILE", env[name + "_FILE"])
         if name in env:
-            values[key] = _convert(key, name, env[name])
+            values[key] = convert(key, env[name])
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -319,8 +441,8 @@ def load_settings(
 def unknown_variables(env: Mapping[str, str]) -> list[str]:
     """``POLLER_*`` variables that name no setting (typos are otherwise silently ignored)."""
     known = {ENV_PREFIX + "CONFIG"}
-    known |= {ENV_PREFIX + name.upper() for name in _FIELDS}
-    known |= {ENV_PREFIX + name.upper() + "_FILE" for name in _SECRET_FILES}
+    known |= {env_var(key) for key in _CONVERTERS}
+    known |= {env_var(key) + "_FILE" for key in FILE_SECRETS}
     return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
 
 
@@ -395,6 +517,25 @@ def _validate_redis(s: Settings) -> None:
     _check(s.redis_wait_timeout > 0, "POLLER_REDIS_WAIT_TIMEOUT: must be greater than 0")
 
 
+def _validate_polling(p: PollingSettings) -> None:
+    for name, value in (
+        ("POLLER_POLL_INTERVAL", p.poll_interval),
+        ("POLLER_BACKOFF_INITIAL", p.backoff_initial),
+        ("POLLER_JOB_TIMEOUT", p.job_timeout),
+        ("POLLER_REQUEST_TIMEOUT", p.request_timeout),
+    ):
+        _check(value > 0, f"{name}: must be greater than 0")
+    _check(
+        p.poll_interval_max >= p.poll_interval,
+        "POLLER_POLL_INTERVAL_MAX: must be at least POLLER_POLL_INTERVAL",
+    )
+    _check(
+        p.backoff_max >= p.backoff_initial,
+        "POLLER_BACKOFF_MAX: must be at least POLLER_BACKOFF_INITIAL",
+    )
+    _check(1 <= p.page_size <= 1000, "POLLER_PAGE_SIZE: must be between 1 and 1000")
+
+
 def _validate(s: Settings) -> None:
     _validate_redis(s)
     for name, url in (
@@ -419,26 +560,13 @@ def _validate(s: Settings) -> None:
             is_valid_id(s.project_id),
             f"POLLER_PROJECT_ID: not a valid project ID: {s.project_id!r}",
         )
-    positive: list[tuple[str, float]] = [
-        ("POLLER_POLL_INTERVAL", s.poll_interval),
-        ("POLLER_BACKOFF_INITIAL", s.backoff_initial),
-        ("POLLER_JOB_TIMEOUT", s.job_timeout),
-        ("POLLER_REQUEST_TIMEOUT", s.request_timeout),
+    _validate_polling(s.polling)
+    for name, value in (
         ("POLLER_LEASE_SECONDS", s.lease_seconds),
         ("POLLER_RETENTION", s.retention),
         ("POLLER_SEQ_MEMORY", s.seq_memory),
-    ]
-    for name, value in positive:
+    ):
         _check(value > 0, f"{name}: must be greater than 0")
-    _check(
-        s.poll_interval_max >= s.poll_interval,
-        "POLLER_POLL_INTERVAL_MAX: must be at least POLLER_POLL_INTERVAL",
-    )
-    _check(
-        s.backoff_max >= s.backoff_initial,
-        "POLLER_BACKOFF_MAX: must be at least POLLER_BACKOFF_INITIAL",
-    )
-    _check(1 <= s.page_size <= 1000, "POLLER_PAGE_SIZE: must be between 1 and 1000")
     _check(1 <= s.concurrency <= 100_000, "POLLER_CONCURRENCY: must be between 1 and 100000")
     _check(1 <= s.claim_batch <= 10_000, "POLLER_CLAIM_BATCH: must be between 1 and 10000")
     _check(s.events_maxlen >= 1, "POLLER_EVENTS_MAXLEN: must be at least 1")

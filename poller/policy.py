@@ -28,13 +28,14 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
+        polling = settings.polling
         return cls(
-            poll_interval=settings.poll_interval,
-            poll_interval_max=settings.poll_interval_max,
-            backoff_initial=settings.backoff_initial,
-            backoff_max=settings.backoff_max,
-            job_timeout=settings.job_timeout,
-            not_found_grace=settings.not_found_grace,
+            poll_interval=polling.poll_interval,
+            poll_interval_max=polling.poll_interval_max,
+            backoff_initial=polling.backoff_initial,
+            backoff_max=polling.backoff_max,
+            job_timeout=polling.job_timeout,
+            not_found_grace=polling.not_found_grace,
         )
 
 

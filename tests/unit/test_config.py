@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,24 +109,28 @@ def test_example_toml_documents_every_setting_at_its_default() -> None:
     import dataclasses
     import tomllib
 
-    from poller.config import Settings
+    from poller.config import FILE_SECRETS, Settings, convert
 
     example = Path(__file__).parents[2] / "config" / "poller.example.toml"
     assert load_settings({}, config_file=example) == Settings()
     text = example.read_text()
-    documented = set(tomllib.loads(text))
-    commented = {
-        line.lstrip("# ").split(" ")[0]
-        for line in text.splitlines()
-        if line.startswith("# ") and " = " in line
-    }
-    secrets_by_file = {
-        "secret_key_file": "secret_key",
-        "iam_password_file": "iam_password",
-        "security_token_file": "security_token",
-    }
-    names = documented | {secrets_by_file.get(n, n) for n in commented}
-    assert {f.name for f in dataclasses.fields(Settings)} <= names
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    documented = list(tomllib.loads(text))
+    # commented-out examples (secrets, endpoints): "# key = value  # comment", valid values
+    commented: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("# ") and " = " in line:
+            ((key, value),) = tomllib.loads(line[2:]).items()
+            if key.endswith("_file") and key[:-5] in FILE_SECRETS:
+                assert isinstance(value, str), f"poller.example.toml: {key} is a path"
+                key = key[:-5]
+            elif key in fields:
+                convert(key, value, key)
+            commented.append(key)
+    named = documented + commented
+    assert sorted(set(fields) - set(named)) == [], "settings missing from poller.example.toml"
+    assert sorted(set(named) - set(fields)) == [], "poller.example.toml names no such settings"
+    assert sorted({n for n in named if named.count(n) > 1}) == [], "documented twice"
 
 
 def test_unknown_poller_variables_are_reported() -> None:
@@ -316,3 +321,210 @@ def test_new_variables_are_known() -> None:
            "POLLER_CREDENTIALS": "metadata", "POLLER_METADATA_ENDPOINT": "http://169.254.169.254",
            "POLLER_ALLOW_INSECURE_HTTP": "false"}  # fmt: skip
     assert unknown_variables(env) == []
+
+
+# --- conversion chosen by each field's type ------------------------------------------------
+
+# A value each conversion refuses, and the start of the one line it refuses it with.
+REFUSED_BY_TYPE = {
+    "float": ("-1", "expected a non-negative number of seconds, got '-1'"),
+    "int": ("1.5", "expected a whole number, got '1.5'"),
+    "bool": ("sure", "expected true or false, got 'sure'"),
+    "Secret | None": (" ", "is empty"),
+}
+
+
+def _field_types() -> dict[str, str]:
+    import dataclasses
+
+    from poller.config import Settings
+
+    return {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+
+
+@pytest.mark.parametrize(("key", "type_name"), sorted(_field_types().items()))
+def test_every_setting_is_read_as_its_field_type(key: str, type_name: str, tmp_path: Path) -> None:
+    from poller.config import env_var
+
+    if type_name == "str":  # any string from the environment; a TOML number is not one
+        f = tmp_path / "p.toml"
+        f.write_text(f"{key} = 1\n")
+        with pytest.raises(ConfigError) as err:
+            load_settings({}, config_file=f)
+        assert str(err.value) == f"{key}: expected a string, got int"
+        return
+    raw, message = REFUSED_BY_TYPE[type_name]
+    with pytest.raises(ConfigError) as err:
+        load_settings({env_var(key): raw})
+    assert str(err.value) == f"{env_var(key)}: {message}"
+
+
+def test_secrets_from_files_are_marked_on_their_fields() -> None:
+    from poller.config import FILE_SECRETS, unknown_variables
+
+    assert set(FILE_SECRETS) == {"access_key", "secret_key", "security_token", "iam_password"}
+    names = [f"POLLER_{key.upper()}_FILE" for key in FILE_SECRETS]
+    assert unknown_variables(dict.fromkeys([*names, "POLLER_AUTH_TOKEN_FILE"], "x")) == []
+    # POLLER_AUTH_TOKEN_FILE is a setting of its own (re-read on change), not a secret's file
+    assert unknown_variables({"POLLER_REDIS_URL_FILE": "x"}) == ["POLLER_REDIS_URL_FILE"]
+
+
+def test_a_field_no_conversion_fits_fails_at_import() -> None:
+    import dataclasses
+
+    from poller.config import _conversions
+
+    listed = dataclasses.make_dataclass("Listed", [("hosts", list[str])])
+    with pytest.raises(TypeError, match=r"^Listed\.hosts: no conversion for list\[str\]"):
+        _conversions(listed)
+    plain = dataclasses.make_dataclass(
+        "Plain", [("user", str, dataclasses.field(default="", metadata={"from_file": True}))]
+    )
+    with pytest.raises(TypeError, match=r"^Plain\.user: from_file needs a Secret field"):
+        _conversions(plain)
+
+
+# --- grouped views: settings.polling and settings.auth ----------------------------------------
+
+POLLING_FIELDS = ("poll_interval", "poll_interval_max", "backoff_initial", "backoff_max",
+                  "job_timeout", "not_found_grace", "request_timeout", "page_size")  # fmt: skip
+AUTH_FIELDS = ("auth_token", "auth_token_file", "access_key", "secret_key", "security_token",
+               "iam_endpoint", "iam_user", "iam_password", "iam_domain", "credentials",
+               "metadata_endpoint")  # fmt: skip
+
+
+def test_grouped_views_are_read_only_copies_of_the_flat_settings() -> None:
+    import dataclasses
+
+    from poller.config import AuthSettings, PollingSettings, Settings
+
+    s = Settings(poll_interval=3.0, page_size=7, access_key=Secret("AK"), iam_user="u")
+    assert isinstance(s.polling, PollingSettings)
+    assert isinstance(s.auth, AuthSettings)
+    assert tuple(f.name for f in dataclasses.fields(PollingSettings)) == POLLING_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(AuthSettings)) == AUTH_FIELDS
+    for view, names in ((s.polling, POLLING_FIELDS), (s.auth, AUTH_FIELDS)):
+        assert {n: getattr(view, n) for n in names} == {n: getattr(s, n) for n in names}
+    assert (s.polling.poll_interval, s.polling.page_size) == (3.0, 7)
+    assert (s.auth.access_key, s.auth.iam_user) == (Secret("AK"), "u")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.polling.poll_interval = 1.0  # type: ignore[misc]
+    assert "AK" not in repr(s.auth)
+
+
+def test_group_membership_is_the_fields_metadata() -> None:
+    import dataclasses
+
+    from poller.config import Settings
+
+    groups: dict[str, list[str]] = {}
+    for f in dataclasses.fields(Settings):
+        if "group" in f.metadata:
+            groups.setdefault(f.metadata["group"], []).append(f.name)
+    assert groups == {"polling": list(POLLING_FIELDS), "auth": list(AUTH_FIELDS)}
+
+
+def test_a_view_that_does_not_match_its_group_fails_at_import() -> None:
+    import dataclasses
+
+    from poller.config import _group_fields
+
+    field = dataclasses.field
+    flat = dataclasses.make_dataclass("Flat", [
+        ("a", float, field(default=1.0, metadata={"group": "g"})),
+        ("b", int, field(default=1, metadata={"group": "g"})),
+        ("c", str, field(default="")),
+    ])  # fmt: skip
+    good = dataclasses.make_dataclass("Good", [("a", float), ("b", int)])
+    assert _group_fields(flat, {"g": good}) == {"g": ("a", "b")}
+    short = dataclasses.make_dataclass("Short", [("a", float)])
+    with pytest.raises(TypeError, match=r"^Short: must have the fields of group 'g': a: float, b"):
+        _group_fields(flat, {"g": short})
+    retyped = dataclasses.make_dataclass("Retyped", [("a", float), ("b", str)])
+    with pytest.raises(TypeError, match=r"^Retyped: must have the fields"):
+        _group_fields(flat, {"g": retyped})
+    with pytest.raises(TypeError, match=r"^Flat\.a: no view for group 'g'"):
+        _group_fields(flat, {})
+
+
+def test_the_polling_policy_comes_from_the_polling_group() -> None:
+    from poller.config import Settings
+    from poller.policy import Policy
+
+    s = Settings(poll_interval=3.0, poll_interval_max=9.0, backoff_initial=0.5, backoff_max=8.0,
+                 job_timeout=100.0, not_found_grace=7.0)  # fmt: skip
+    assert Policy.from_settings(s) == Policy(
+        poll_interval=3.0, poll_interval_max=9.0, backoff_initial=0.5, backoff_max=8.0,
+        job_timeout=100.0, not_found_grace=7.0,
+    )  # fmt: skip
+    assert Policy.from_settings(Settings()) == Policy()
+
+
+# --- the documentation of the settings: README.md's table and config/poller.example.toml ------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _split_outside_code(cell: str) -> list[str]:
+    """``cell`` cut at each ``,`` or ``/`` that is not inside backticks."""
+    parts, current, in_code = [], "", False
+    for char in cell:
+        in_code ^= char == "`"
+        if char in ",/" and not in_code:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()]
+
+
+def readme_settings_table() -> tuple[dict[str, str], set[str]]:
+    """README.md's ``## Configuration`` table: each variable's default cell, and the variables
+    of the rows that say ``(`_FILE`)``.  A row may name several variables, with their defaults
+    in order (``a`` / ``b``, ``a``, ``b``), or one word or nothing for all of them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    defaults: dict[str, str] = {}
+    with_file: set[str] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `POLLER_"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        assert len(cells) == 3, f"README: not a variable | default | meaning row: {line}"
+        names = re.findall(r"`(POLLER_[A-Z0-9_]+)`", cells[0])
+        written = _split_outside_code(cells[1])
+        if len(written) == 1 and "`" not in written[0]:
+            written *= len(names)
+        assert len(written) == len(names), f"README: one default per variable: {line}"
+        for name, default in zip(names, written, strict=True):
+            assert name not in defaults, f"README: {name} is in the settings table twice"
+            defaults[name] = default
+        if "`_FILE`" in cells[0]:
+            with_file |= set(names)
+    return defaults, with_file
+
+
+def test_readme_settings_table_names_every_setting_at_its_default() -> None:
+    import dataclasses
+
+    from poller.config import FILE_SECRETS, Settings, convert, env_var
+
+    table, with_file = readme_settings_table()
+    keys = {env_var(f.name): f.name for f in dataclasses.fields(Settings)}
+    assert sorted(set(keys) - set(table)) == [], "settings missing from README.md's table"
+    assert sorted(set(table) - set(keys)) == [], "README.md's table names no such settings"
+    defaults = Settings()
+    for name, written in table.items():
+        key = keys[name]
+        actual = getattr(defaults, key)
+        code = re.findall(r"`([^`]*)`", written)
+        if code:  # e.g. `2` (seconds), `0` (off), `false`: read as the setting itself is
+            assert len(code) == 1, f"README: {name}: one default, got {written!r}"
+            try:
+                value = convert(key, code[0])
+            except ConfigError as exc:
+                pytest.fail(f"README: {exc}")
+            assert value == actual, f"README: {name} defaults to {actual!r}"
+        else:  # nothing, "empty", or what empty means ("from region", "host + random")
+            assert actual in ("", None), f"README: {name} defaults to {actual!r}, not {written!r}"
+    assert {env_var(key) for key in FILE_SECRETS} <= with_file, "README: say (`_FILE`)"
