@@ -58,9 +58,10 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from string import Template
-from typing import Final
+from typing import Final, Protocol, overload
 
 from redis.crc import key_slot
 
@@ -196,35 +197,50 @@ def shard_prefixes(prefix: str, shards: int) -> tuple[str, ...]:
     return tuple(out)
 
 
+class _Name:
+    """A key name under its owner's prefix: ``name = _Name("jobs")`` reads as ``P:jobs``;
+    ``_Name("events:")`` with a call, ``keys.job_events(job_id)``, as ``P:events:{job_id}``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    @overload
+    def __get__(self, owner: None, kind: type) -> _Name: ...
+
+    @overload
+    def __get__(self, owner: _Prefixed, kind: type) -> str: ...
+
+    def __get__(self, owner: _Prefixed | None, kind: type) -> _Name | str:
+        return self if owner is None else f"{owner.prefix}:{self.suffix}"
+
+
+class _Prefixed(Protocol):
+    @property
+    def prefix(self) -> str: ...
+
+
+def _under(suffix: str) -> Callable[[_Prefixed, str], str]:
+    """A key name made of the prefix, ``suffix`` and one argument (``P:events:{job_id}``)."""
+
+    def name(self: _Prefixed, arg: str) -> str:
+        return f"{self.prefix}:{suffix}{arg}"
+
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class ShardKeys:
     """The key names of one shard: its schedule, job state and event streams."""
 
     prefix: str
 
-    @property
-    def schedule(self) -> str:
-        return f"{self.prefix}:schedule"
-
-    @property
-    def job_prefix(self) -> str:
-        return f"{self.prefix}:job:"
-
-    def job(self, member: str) -> str:
-        return f"{self.prefix}:job:{member}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
-
-    def job_events(self, job_id: str) -> str:
-        return f"{self.prefix}:events:{job_id}"
-
-    def jobref(self, job_id: str) -> str:
-        return f"{self.prefix}:jobid:{job_id}"
-
-    def claim(self, replica: str) -> str:
-        return f"{self.prefix}:claim:{replica}"
+    schedule = _Name("schedule")
+    job_prefix = _Name("job:")
+    events = _Name("events")
+    job = _under("job:")  # by member ``{project_id}:{job_id}``
+    job_events = _under("events:")
+    jobref = _under("jobid:")
+    claim = _under("claim:")  # by replica
 
 
 def member_job_id(member: str) -> str:
@@ -250,48 +266,17 @@ class Keys:
 
     # --- intake side ------------------------------------------------------------------
 
-    @property
-    def intake(self) -> str:
-        return f"{self.prefix}:jobs"
-
-    @property
-    def dead(self) -> str:
-        return f"{self.prefix}:jobs:dead"
-
-    def inflight(self, replica: str) -> str:
-        return f"{self.prefix}:jobs:inflight:{replica}"
-
-    @property
-    def inflight_prefix(self) -> str:
-        return f"{self.prefix}:jobs:inflight:"
-
-    @property
-    def retry(self) -> str:
-        return f"{self.prefix}:jobs:retry"
-
-    @property
-    def tickets(self) -> str:
-        return f"{self.prefix}:jobs:ticket"
-
-    @property
-    def replicas(self) -> str:
-        return f"{self.prefix}:replicas"
-
-    @property
-    def ratelimit(self) -> str:
-        return f"{self.prefix}:ratelimit"
-
-    @property
-    def limits(self) -> str:
-        return f"{self.prefix}:limits"
-
-    @property
-    def layout(self) -> str:
-        return f"{self.prefix}:layout"
-
-    @property
-    def forward_dead(self) -> str:
-        return f"{self.prefix}:forward:dead"
+    intake = _Name("jobs")
+    dead = _Name("jobs:dead")
+    inflight_prefix = _Name("jobs:inflight:")
+    inflight = _under("jobs:inflight:")  # by replica
+    retry = _Name("jobs:retry")
+    tickets = _Name("jobs:ticket")
+    replicas = _Name("replicas")
+    ratelimit = _Name("ratelimit")
+    limits = _Name("limits")
+    layout = _Name("layout")
+    forward_dead = _Name("forward:dead")
 
     # --- shards -----------------------------------------------------------------------
 
