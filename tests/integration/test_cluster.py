@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from poller.consumer import JobEvent
+from poller.daemon import durability_warnings
 from poller.intake import parse_message
 from poller.localredis import LocalCluster, LocalSentinel
 from poller.policy import Policy
@@ -179,5 +180,21 @@ async def test_commits_on_a_cluster_wait_for_a_replica_on_each_primary(
             assert [f["event"] for _, f in await store.read_events(job_id)] == [
                 "job.status_changed"
             ]
+    finally:
+        await store.redis.aclose()
+
+
+async def test_sweeps_and_start_up_checks_reach_every_node_of_a_cluster(
+    cluster: LocalCluster,
+) -> None:
+    store = Store(connect(cluster.url), Keys("{" + f"u-{uuid.uuid4().hex[:8]}" + "}", 3))
+    try:
+        await store.enqueue(b"JOB-1", b"JOB-2")
+        await store.take_messages("ghost", 10, 0)  # took them, died before heart-beating
+        assert await store.recover_unregistered() == 2  # SCAN over the cluster's nodes
+        assert sorted(d.raw for d in await store.take_messages("r2", 10, 0)) == [b"JOB-1", b"JOB-2"]
+        warnings = await durability_warnings(store.redis)  # the test cluster keeps nothing
+        assert warnings == [w for w in warnings if w.startswith("Redis persistence is off")]
+        assert len(warnings) == 1  # one line, not one per primary
     finally:
         await store.redis.aclose()
