@@ -175,21 +175,17 @@ def cmd_dead_requeue(args: argparse.Namespace) -> int:
     return _with_store(args, lambda store, _: commands.dead_requeue(store, indexes))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``poller`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="poller",
-        description="Watch Huawei Cloud ServiceStage jobs and publish every task and job "
-        "state change to Redis streams, exactly once.  Configuration comes from POLLER_* "
-        "environment variables and an optional TOML file (environment wins).",
-    )
-    parser.add_argument("--version", action="version", version=f"poller {__version__}")
+def _common_options() -> argparse.ArgumentParser:
+    """The options every Redis-using command shares (a ``parents=`` parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config", metavar="FILE", help="TOML settings file (default: $POLLER_CONFIG)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    return common
 
+
+def register_run(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``run``: the daemon."""
     p = sub.add_parser(
         "run", parents=[common], help="run the daemon",
         description="Run a replica: take job IDs from {prefix}:jobs, poll each job until it is "
@@ -199,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=cmd_run)
 
+
+def register_enqueue(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``enqueue``: queue job IDs for tracking, as a deployment system would."""
     p = sub.add_parser(
         "enqueue", parents=[common], help="queue jobs for tracking",
         description="Push job IDs onto the intake queue exactly as a deployment system would "
@@ -222,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=cmd_enqueue)
 
+
+def register_status(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``status``: one job's tracking state."""
     p = sub.add_parser(
         "status", parents=[common], help="show a job's tracking state",
         description="Show what the poller knows of a job: last snapshot (job and task "
@@ -232,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_status)
 
+
+def register_events(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``events``: print the event streams, once or following them."""
     p = sub.add_parser(
         "events", parents=[common], help="print events",
         description="Print events from {prefix}:events (every shard's with POLLER_SHARDS, "
@@ -264,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consumer", metavar="C", help="consumer name within --group (default: cli)")
     p.set_defaults(func=cmd_events)
 
+
+def register_wait(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``wait``: follow one job to its end and exit with a code saying how it ended."""
     p = sub.add_parser(
         "wait", parents=[common], help="wait for a job to finish (for CI pipelines)",
         description="Follow one job's events from the beginning, print them as they happen, "
@@ -293,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_wait)
 
+
+def register_cancel(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``cancel``: stop tracking a job."""
     p = sub.add_parser(
         "cancel", parents=[common], help="stop tracking a job",
         description="Stop tracking a job now.  Publishes job.abandoned with reason "
@@ -308,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=cmd_cancel)
 
+
+def register_dead(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``dead list`` and ``dead requeue``: the intake's dead letters."""
     p = sub.add_parser(
         "dead", help="list or requeue dead letters (rejected messages)",
         description="Messages the daemon could not admit (invalid, or naming a job tracked "
@@ -336,6 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--all", action="store_true", help="every dead letter there is now")
     d.set_defaults(func=cmd_dead_requeue)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``poller`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="poller",
+        description="Watch Huawei Cloud ServiceStage jobs and publish every task and job "
+        "state change to Redis streams, exactly once.  Configuration comes from POLLER_* "
+        "environment variables and an optional TOML file (environment wins).",
+    )
+    parser.add_argument("--version", action="version", version=f"poller {__version__}")
+    common = _common_options()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # `poller --help` lists the commands in this order.
+    register_run(sub, common)
+    register_enqueue(sub, common)
+    register_status(sub, common)
+    register_events(sub, common)
+    register_wait(sub, common)
+    register_cancel(sub, common)
+    register_dead(sub, common)
     register_sim(sub)
     register_demo(sub)
     register_web(sub)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TextIO
 
@@ -362,6 +363,58 @@ def event_document(event: JobEvent) -> dict[str, str]:
     return {"id": event.entry_id, **event.fields}
 
 
+@dataclass(slots=True)
+class _WaitReport:
+    """What ``poller wait`` shows while it waits: event lines on ``out`` (none with
+    ``as_json``), notes on ``err``; with ``quiet`` nothing at all."""
+
+    out: Out
+    err: Out
+    quiet: bool
+    as_json: bool
+    give_up_after: float | None
+    colours: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.colours = use_colour(self.out)
+
+    def note(self, text: str) -> None:
+        """A ``poller: ...`` line on ``err``."""
+        if not self.quiet:
+            self.err.write(f"poller: {text}\n")
+            self.err.flush()
+
+    def event(self, event: JobEvent) -> None:
+        """One of the job's events, as it is read."""
+        if not (self.quiet or self.as_json):
+            _print_event(event, self.out, as_json=False, colours=self.colours)
+
+    def redis_error(self, exc: RedisError | None) -> None:
+        """Redis stopped answering (``exc``) or answers again (``None``)."""
+        limit = "until the timeout" if self.give_up_after is not None else "(no --timeout)"
+        self.note(f"Redis unreachable ({exc}); retrying {limit}" if exc else "Redis answers again")
+
+    def final(self, final: JobEvent) -> None:
+        """The final event, as the one JSON object ``as_json`` prints."""
+        if self.as_json and not self.quiet:
+            self.out.write(json.dumps(event_document(final), ensure_ascii=False) + "\n")
+            self.out.flush()
+
+
+async def _note_if_untracked(
+    store: Store, project_id: str, job_id: str, give_up_after: float | None, report: _WaitReport
+) -> None:
+    """Say so when the job is not tracked (yet): a hint only, so not retried, and never
+    longer than a moment of the caller's timeout."""
+    with anyio.move_on_after(min(2.0, give_up_after if give_up_after is not None else 2.0)):
+        with contextlib.suppress(RedisError, CorruptJobState):
+            if await store.get_job(project_id, job_id) is None:
+                report.note(
+                    f"{job_id} is not tracked (yet); waiting for it to be queued "
+                    "(pass --enqueue to queue it now)"
+                )
+
+
 async def wait(
     store: Store,
     project_id: str,
@@ -386,32 +439,9 @@ async def wait(
     at all, notes on ``err`` included.
     """
     started = anyio.current_time()
-
-    def note(text: str) -> None:
-        if not quiet:
-            err.write(f"poller: {text}\n")
-            err.flush()
-
+    report = _WaitReport(out, err, quiet=quiet, as_json=as_json, give_up_after=give_up_after)
     if enqueue_message is None and not quiet:
-        # A hint only: not retried, and never longer than a moment of the caller's timeout.
-        with anyio.move_on_after(min(2.0, give_up_after if give_up_after is not None else 2.0)):
-            with contextlib.suppress(RedisError, CorruptJobState):
-                if await store.get_job(project_id, job_id) is None:
-                    note(
-                        f"{job_id} is not tracked (yet); waiting for it to be queued "
-                        "(pass --enqueue to queue it now)"
-                    )
-
-    colours = use_colour(out)
-
-    def on_event(event: JobEvent) -> None:
-        if not (quiet or as_json):
-            _print_event(event, out, as_json=False, colours=colours)
-
-    def on_redis_error(exc: RedisError | None) -> None:
-        limit = "until the timeout" if give_up_after is not None else "(no --timeout)"
-        note(f"Redis unreachable ({exc}); retrying {limit}" if exc else "Redis answers again")
-
+        await _note_if_untracked(store, project_id, job_id, give_up_after, report)
     remaining = None
     if give_up_after is not None:
         remaining = max(0.0, give_up_after - (anyio.current_time() - started))
@@ -423,22 +453,22 @@ async def wait(
             project_id,
             remaining,
             enqueue=enqueue_message,
-            on_event=on_event,
-            on_redis_error=on_redis_error,
+            on_event=report.event,
+            on_redis_error=report.redis_error,
             backoff=backoff,
         )
     except WaitTimeout as exc:
         if exc.redis_error is not None:
-            note(f"Redis unreachable until the timeout ({give_up_after:g}s): {exc.redis_error}")
+            report.note(
+                f"Redis unreachable until the timeout ({give_up_after:g}s): {exc.redis_error}"
+            )
             return EXIT_UNREACHABLE
-        note(f"timed out waiting for {job_id} after {give_up_after:g}s")
+        report.note(f"timed out waiting for {job_id} after {give_up_after:g}s")
         return EXIT_TIMEOUT
     except RedisError as exc:  # one that retrying cannot mend
-        note(f"Redis error: {exc}")
+        report.note(f"Redis error: {exc}")
         return EXIT_UNREACHABLE
-    if as_json and not quiet:
-        out.write(json.dumps(event_document(final), ensure_ascii=False) + "\n")
-        out.flush()
+    report.final(final)
     return wait_exit_code(final)
 
 

@@ -469,6 +469,72 @@ class WaitTimeout(TimeoutError):
         super().__init__(f"no final event of {job_id}{within}{why}")
 
 
+@dataclass(slots=True)
+class _Reachability:
+    """Whether Redis answers, across the retries of one :func:`wait_for_job`.
+
+    Tells ``on_redis_error`` when Redis stops answering (the first error of an outage) and
+    when it answers again (``None``), paces the retries with ``backoff``, and knows what a
+    timeout should report as the reason.
+    """
+
+    backoff: Backoff
+    on_redis_error: Callable[[RedisError | None], object] | None
+    error: RedisError | None = None  # of the latest attempt, None once Redis answers
+    answered: bool = False
+
+    def answer(self) -> None:
+        """Redis answered a command: an outage, if any, is over."""
+        if self.error is not None and self.on_redis_error is not None:
+            self.on_redis_error(None)
+        self.error, self.answered = None, True
+        self.backoff.succeeded()
+
+    async def retry_after(self, exc: RedisError) -> None:
+        """Record a transient error, then wait the backoff's delay before the next attempt."""
+        if self.error is None and self.on_redis_error is not None:
+            self.on_redis_error(exc)
+        self.error = exc
+        await anyio.sleep(self.backoff.failed())
+
+    def timeout_error(self) -> RedisError | None:
+        """The Redis error to report with a timeout: the latest attempt's, or one saying Redis
+        never answered at all; ``None`` when it was answering."""
+        if self.error is None and not self.answered:
+            return RedisConnectionError("Redis did not answer")
+        return self.error
+
+
+async def _next_batch(
+    redis: RedisClient, stream: str, last: str, block_ms: int, reachability: _Reachability
+) -> list[JobEvent]:
+    """The events after ``last``: those already there, or else the next to arrive (if any
+    within ``block_ms``)."""
+    batch = await _read_after(redis, stream, last)
+    reachability.answer()
+    if not batch:
+        batch = await _read_new(redis, stream, last, block_ms)
+        reachability.answer()
+    return batch
+
+
+def _final_event(
+    batch: Sequence[JobEvent],
+    project_id: str | None,
+    on_event: Callable[[JobEvent], object] | None,
+) -> JobEvent | None:
+    """The job's final event in ``batch``, if there is one; ``on_event`` sees each event of
+    ``project_id`` (any project: ``None``) up to it."""
+    for event in batch:
+        if project_id is not None and event.project_id != project_id:
+            continue
+        if on_event is not None:
+            on_event(event)
+        if event.is_final:
+            return event
+    return None
+
+
 async def wait_for_job(
     redis: RedisClient,
     keys: Keys,
@@ -504,50 +570,30 @@ async def wait_for_job(
     :raises WaitTimeout: ``timeout`` passed first (``redis_error`` says whether Redis was down).
     :raises redis.exceptions.RedisError: an error that retrying cannot fix (e.g. ``WRONGTYPE``).
     """
-    backoff = backoff if backoff is not None else Backoff(initial=0.1, cap=2.0)
+    reachability = _Reachability(
+        backoff if backoff is not None else Backoff(initial=0.1, cap=2.0), on_redis_error
+    )
     stream = keys.job_events(job_id)
     last = "0-0"
-    error: RedisError | None = None  # of the latest attempt, None once Redis answers
-    answered = False
-
-    def answer() -> None:
-        nonlocal error, answered
-        if error is not None and on_redis_error is not None:
-            on_redis_error(None)
-        error, answered = None, True
-        backoff.succeeded()
-
     with anyio.move_on_after(math.inf if timeout is None else timeout):
         while True:
             try:
                 if enqueue is not None:
                     await redis.lpush(keys.intake, enqueue)
                     enqueue = None
-                    answer()
-                batch = await _read_after(redis, stream, last)
-                answer()
-                if not batch:
-                    batch = await _read_new(redis, stream, last, block_ms)
-                    answer()
+                    reachability.answer()
+                batch = await _next_batch(redis, stream, last, block_ms, reachability)
             except RedisError as exc:
                 if not is_transient(exc):
                     raise
-                if error is None and on_redis_error is not None:
-                    on_redis_error(exc)
-                error = exc
-                await anyio.sleep(backoff.failed())
+                await reachability.retry_after(exc)
                 continue
-            for event in batch:
-                last = event.entry_id
-                if project_id is not None and event.project_id != project_id:
-                    continue
-                if on_event is not None:
-                    on_event(event)
-                if event.is_final:
-                    return event
-    if error is None and not answered:
-        error = RedisConnectionError("Redis did not answer")
-    raise WaitTimeout(job_id, timeout, error)
+            final = _final_event(batch, project_id, on_event)
+            if final is not None:
+                return final
+            if batch:
+                last = batch[-1].entry_id
+    raise WaitTimeout(job_id, timeout, reachability.timeout_error())
 
 
 class ConsumerGroup:

@@ -27,6 +27,7 @@ from poller.sim.auth import DEFAULT_TOKEN
 from poller.sim.config import SimConfig
 from poller.sim.server import running_sim
 from poller.snapshot import EventKind
+from poller.store import Store
 from poller.telemetry import configure_logging
 from poller.terminal import use_colour
 
@@ -116,6 +117,17 @@ class _Job:
     first_at: float | None = None
     last_at: float | None = None
 
+    def record(self, event: JobEvent) -> None:
+        """Count ``event`` and keep the job's latest job and task statuses."""
+        self.events += 1
+        if event.event == EventKind.TASK_STATUS_CHANGED and event.task_id:
+            self.tasks[event.task_id] = event.to_status
+        elif event.event == EventKind.JOB_STATUS_CHANGED:
+            self.status = event.to_status
+        if event.is_final:
+            self.final = event
+            self.status = self.status or ""
+
 
 class _Screen:
     """Event lines scroll; on a terminal a footer keeps one live progress line per job."""
@@ -195,62 +207,41 @@ def demo_settings(redis_url: str, prefix: str, api_url: str) -> Settings:
     )
 
 
-async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Start everything, follow the sample jobs to their end, print a summary."""
-    started = time.monotonic()
-    async with AsyncExitStack() as stack:
-        redis_url = os.environ.get("POLLER_REDIS_URL", "")
-        prefix = "poller"
-        if redis_url:
-            prefix = f"poller-demo-{uuid.uuid4().hex[:8]}"
-            out.write(f"Using Redis at POLLER_REDIS_URL with key prefix {prefix}\n")
-        else:
-            try:
-                local = stack.enter_context(LocalRedis())
-            except RedisUnavailable as exc:
-                sys.stderr.write(f"poller demo: {exc}\n")
-                return 1
-            redis_url = local.url
-            pid = local.proc.pid if local.proc else "?"
-            out.write(f"Started a private redis-server (pid {pid}) on {redis_url}\n")
-        sim = await stack.enter_async_context(
-            running_sim(SimConfig(project_id=DEMO_PROJECT, page_cap=50))
-        )
-        out.write(f"Started the ServiceStage emulator on {sim.url}\n")
-        settings = demo_settings(redis_url, prefix, sim.url)
-        configure_logging(settings)
-        jobs = [_Job(label, await sim.create_job(spec)) for label, spec in sample_jobs(args.scale)]
-        worker = await stack.enter_async_context(build_worker(settings))
-        by_id = {j.job_id: j for j in jobs}
-        screen = _Screen(out, jobs)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
-            await worker.store.enqueue(*[j.job_id for j in jobs])
-            out.write(f"Queued {len(jobs)} jobs on {settings.key_prefix}:jobs; events follow.\n\n")
-            with anyio.move_on_after(args.timeout) as scope:
-                async for event in tail_events(worker.store.redis, worker.store.keys, block_ms=500):
-                    job = by_id.get(event.job_id)
-                    if job is None:
-                        continue
-                    job.events += 1
-                    if event.event == EventKind.TASK_STATUS_CHANGED and event.task_id:
-                        job.tasks[event.task_id] = event.to_status
-                    elif event.event == EventKind.JOB_STATUS_CHANGED:
-                        job.status = event.to_status
-                    if event.is_final:
-                        job.final = event
-                        job.status = job.status or ""
-                    screen.event(dict(event.fields))
-                    if event.is_final:
-                        screen.finished(job)
-                    if all(j.final is not None for j in jobs):
-                        break
-            worker.stop()
-        if scope.cancelled_caught:
-            out.write(f"\nGave up after {args.timeout:g}s; unfinished jobs remain.\n")
-            screen.summary(time.monotonic() - started)
-            return 1
-        screen.summary(time.monotonic() - started)
+def _demo_redis(stack: AsyncExitStack, out: TextIO) -> tuple[str, str] | None:
+    """``(redis_url, key_prefix)``: POLLER_REDIS_URL under a fresh prefix, or else a private
+    ``redis-server`` that ``stack`` stops; ``None`` (said on stderr) when none can start."""
+    redis_url = os.environ.get("POLLER_REDIS_URL", "")
+    if redis_url:
+        prefix = f"poller-demo-{uuid.uuid4().hex[:8]}"
+        out.write(f"Using Redis at POLLER_REDIS_URL with key prefix {prefix}\n")
+        return redis_url, prefix
+    try:
+        local = stack.enter_context(LocalRedis())
+    except RedisUnavailable as exc:
+        sys.stderr.write(f"poller demo: {exc}\n")
+        return None
+    pid = local.proc.pid if local.proc else "?"
+    out.write(f"Started a private redis-server (pid {pid}) on {local.url}\n")
+    return local.url, "poller"
+
+
+async def _show_until_finished(store: Store, jobs: list[_Job], screen: _Screen) -> None:
+    """Show the sample jobs' events as they are published until every job has ended."""
+    by_id = {j.job_id: j for j in jobs}
+    async for event in tail_events(store.redis, store.keys, block_ms=500):
+        job = by_id.get(event.job_id)
+        if job is None:
+            continue
+        job.record(event)
+        screen.event(dict(event.fields))
+        if event.is_final:
+            screen.finished(job)
+        if all(j.final is not None for j in jobs):
+            return
+
+
+def _say_what_remains(out: TextIO, prefix: str) -> None:
+    """The closing words: what was stopped, and what is left in the caller's Redis."""
     if os.environ.get("POLLER_REDIS_URL"):
         out.write(
             f"\nStopped the daemon and the emulator. The demo's keys stay in your Redis under "
@@ -259,6 +250,38 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         )
     else:
         out.write("\nStopped the daemon, the emulator and Redis. Try: poller --help\n")
+
+
+async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Start everything, follow the sample jobs to their end, print a summary."""
+    started = time.monotonic()
+    async with AsyncExitStack() as stack:
+        chosen = _demo_redis(stack, out)
+        if chosen is None:
+            return 1
+        redis_url, prefix = chosen
+        sim = await stack.enter_async_context(
+            running_sim(SimConfig(project_id=DEMO_PROJECT, page_cap=50))
+        )
+        out.write(f"Started the ServiceStage emulator on {sim.url}\n")
+        settings = demo_settings(redis_url, prefix, sim.url)
+        configure_logging(settings)
+        jobs = [_Job(label, await sim.create_job(spec)) for label, spec in sample_jobs(args.scale)]
+        worker = await stack.enter_async_context(build_worker(settings))
+        screen = _Screen(out, jobs)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await worker.store.enqueue(*[j.job_id for j in jobs])
+            out.write(f"Queued {len(jobs)} jobs on {settings.key_prefix}:jobs; events follow.\n\n")
+            with anyio.move_on_after(args.timeout) as scope:
+                await _show_until_finished(worker.store, jobs, screen)
+            worker.stop()
+        if scope.cancelled_caught:
+            out.write(f"\nGave up after {args.timeout:g}s; unfinished jobs remain.\n")
+            screen.summary(time.monotonic() - started)
+            return 1
+        screen.summary(time.monotonic() - started)
+    _say_what_remains(out, prefix)
     return 0
 
 

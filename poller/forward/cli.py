@@ -149,21 +149,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
     return anyio.run(run_forward, settings, options, args.http_port)
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``forward`` subcommand."""
-    p = subparsers.add_parser(
-        "forward", help="deliver events to a webhook (Standard Webhooks, signed)",
-        description="Deliver every event of {prefix}:events (every shard's with POLLER_SHARDS: "
-        "the group on each) to --webhook as a Standard Webhooks "
-        "1.0 POST (webhook-id {job_id}:{seq}, the same on every retry; webhook-timestamp; "
-        "webhook-signature v1, HMAC-SHA256 with the whsec_ secret from --secret-file), through "
-        "a consumer group: any number of forwarders share the work, at least once, each job's "
-        "events in order.  Non-2xx answers, timeouts and connection errors are retried with "
-        "backoff (Retry-After honoured) up to --max-attempts, then the event is parked in "
-        "{prefix}:forward:dead.  A forwarder that dies leaves its deliveries pending; the "
-        "others take them over after --claim-idle seconds.",
-    )  # fmt: skip
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $POLLER_CONFIG)")
+def _add_route_options(p: argparse.ArgumentParser) -> None:
+    """Where events come from and go to: the webhook, its secret, the consumer group."""
     p.add_argument("--webhook", required=True, metavar="URL", help="where to POST events")
     p.add_argument(
         "--secret-file", required=True, metavar="FILE",
@@ -176,6 +163,10 @@ def register(subparsers: Any) -> None:
         help="where a group created now starts: '$' new events only (default), '0' the "
         "whole stream, a stream ID, epoch seconds or an RFC 3339 time",
     )  # fmt: skip
+
+
+def _add_delivery_options(p: argparse.ArgumentParser) -> None:
+    """How deliveries are paced, retried and taken over from forwarders that died."""
     p.add_argument("--max-attempts", type=at_least_one, default=8, help="attempts per event (8)")
     p.add_argument("--concurrency", type=at_least_one, default=16, help="requests at once (16)")
     p.add_argument(
@@ -202,6 +193,10 @@ def register(subparsers: Any) -> None:
         "--claim-interval", type=positive_seconds, default=10.0,
         help="how often to look for such deliveries, seconds (10)",
     )  # fmt: skip
+
+
+def _add_filter_options(p: argparse.ArgumentParser) -> None:
+    """Which events are delivered at all."""
     p.add_argument(
         "--event", action="append", default=[], metavar="KIND",
         help="deliver only this event kind (repeatable), e.g. job.status_changed",
@@ -214,6 +209,26 @@ def register(subparsers: Any) -> None:
         "--job-type", action="append", default=[], metavar="T",
         help="deliver only events whose job_type is T (job status events; repeatable)",
     )  # fmt: skip
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``forward`` subcommand."""
+    p = subparsers.add_parser(
+        "forward", help="deliver events to a webhook (Standard Webhooks, signed)",
+        description="Deliver every event of {prefix}:events (every shard's with POLLER_SHARDS: "
+        "the group on each) to --webhook as a Standard Webhooks "
+        "1.0 POST (webhook-id {job_id}:{seq}, the same on every retry; webhook-timestamp; "
+        "webhook-signature v1, HMAC-SHA256 with the whsec_ secret from --secret-file), through "
+        "a consumer group: any number of forwarders share the work, at least once, each job's "
+        "events in order.  Non-2xx answers, timeouts and connection errors are retried with "
+        "backoff (Retry-After honoured) up to --max-attempts, then the event is parked in "
+        "{prefix}:forward:dead.  A forwarder that dies leaves its deliveries pending; the "
+        "others take them over after --claim-idle seconds.",
+    )  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $POLLER_CONFIG)")
+    _add_route_options(p)
+    _add_delivery_options(p)
+    _add_filter_options(p)
     p.add_argument(
         "--http-port", type=_port, default=0,
         help="serve /metrics and /healthz on this port (default: off)",

@@ -252,6 +252,88 @@ def _split_target(url: str) -> tuple[str, str, str, str]:
 # --------------------------------------------------------------------------------- signing
 
 
+def _checked_secret(access_key: str, secret_key: str, security_token: str | None) -> bytes:
+    """The secret key as bytes, once the credentials are known to be signable."""
+    if not access_key:
+        raise SigningError("access key is required")
+    if not secret_key:
+        raise SigningError("secret key is required")
+    if _BAD_ACCESS_KEY_RE.search(access_key):
+        raise SigningError("access key contains whitespace, ',', '=' or control characters")
+    secret = _secret_bytes(secret_key)
+    if security_token is not None and (
+        not security_token or any(c in security_token for c in "\r\n\x00")
+    ):
+        raise SigningError("the security token is empty or holds a line break or NUL")
+    return secret
+
+
+def _signable_target(url: str) -> tuple[str, str, str, str]:
+    """``(scheme, netloc, path, raw_query)`` of an absolute http(s) URL; path at least ``/``."""
+    scheme, netloc, path, raw_query = _split_target(url)
+    if scheme.lower() not in ("http", "https") or not netloc:
+        raise SigningError("url must be an absolute http(s) URL")
+    if "@" in netloc:
+        raise SigningError("url must not carry user information")
+    return scheme, netloc, path or "/", raw_query
+
+
+def _caller_header_names(headers: Mapping[str, str], security_token: str | None) -> set[str]:
+    """The lower-cased names of the caller's headers, none repeated, none the signer's own."""
+    names: set[str] = set()
+    for name in headers:
+        low = name.lower()
+        if low in names:
+            raise SigningError(f"header {name!r} is given more than once (case-insensitively)")
+        names.add(low)
+    reserved_names: tuple[str, ...] = (AUTHORIZATION_HEADER, DATE_HEADER)
+    if security_token is not None:
+        reserved_names += (SECURITY_TOKEN_HEADER,)
+    for reserved in reserved_names:
+        if reserved.lower() in names:
+            raise SigningError(f"header {reserved!r} is set by the signer, do not pass it")
+    return names
+
+
+def _headers_to_add(
+    headers: Mapping[str, str],
+    caller_names: set[str],
+    *,
+    netloc: str,
+    now: datetime,
+    security_token: str | None,
+) -> dict[str, str]:
+    """The headers the signer adds before signing, in the order the SDK adds them."""
+    added: dict[str, str] = {}
+    if security_token is not None:
+        added[SECURITY_TOKEN_HEADER] = security_token
+    # SDK: ``request.header_params.get("Content-Type")`` -- an exact-case lookup (done by hand
+    # so that a case-insensitive mapping behaves like the SDK's plain dict).
+    content_type = next((v for k, v in headers.items() if k == "Content-Type"), None)
+    if content_type and not content_type.startswith(("application/json", "application/bson")):
+        if CONTENT_SHA256_HEADER.lower() in caller_names:
+            raise SigningError(
+                f"{CONTENT_SHA256_HEADER!r} conflicts with the SDK's unsigned-payload rule "
+                "for a non-JSON Content-Type"
+            )
+        added[CONTENT_SHA256_HEADER] = UNSIGNED_PAYLOAD
+    added[DATE_HEADER] = _format_date(now)
+    if HOST_HEADER.lower() not in caller_names:
+        added[HOST_HEADER] = netloc
+    return added
+
+
+def _signed_payload_hash(canonical_headers: Mapping[str, str], body: bytes) -> str:
+    """The payload hash the SDK signs: a declared ``X-Sdk-Content-Sha256`` or the body's."""
+    if not body:
+        return _EMPTY_HASH
+    # The SDK reads this header after it has stripped the value and re-encoded it from
+    # UTF-8 to ISO-8859-1 for sending; reproduce that so odd values sign identically.
+    declared = canonical_headers.get(CONTENT_SHA256_HEADER.lower(), "")
+    declared = declared.encode("utf-8").decode("iso-8859-1")
+    return declared or hashlib.sha256(body).hexdigest()
+
+
 def sign_request(
     *,
     method: str,
@@ -277,55 +359,12 @@ def sign_request(
     encoding, exactly as the SDK sends it) and the headers to add.  Raises :class:`SigningError`
     for unusable inputs; its message never contains the secret key.
     """
-    if not access_key:
-        raise SigningError("access key is required")
-    if not secret_key:
-        raise SigningError("secret key is required")
-    if _BAD_ACCESS_KEY_RE.search(access_key):
-        raise SigningError("access key contains whitespace, ',', '=' or control characters")
-    secret = _secret_bytes(secret_key)
-    if security_token is not None and (
-        not security_token or any(c in security_token for c in "\r\n\x00")
-    ):
-        raise SigningError("the security token is empty or holds a line break or NUL")
-
-    scheme, netloc, path, raw_query = _split_target(url)
-    if scheme.lower() not in ("http", "https") or not netloc:
-        raise SigningError("url must be an absolute http(s) URL")
-    if "@" in netloc:
-        raise SigningError("url must not carry user information")
-    path = path or "/"
-
-    lowered: dict[str, str] = {}
-    for name in headers:
-        low = name.lower()
-        if low in lowered:
-            raise SigningError(f"header {name!r} is given more than once (case-insensitively)")
-        lowered[low] = name
-    reserved_names: tuple[str, ...] = (AUTHORIZATION_HEADER, DATE_HEADER)
-    if security_token is not None:
-        reserved_names += (SECURITY_TOKEN_HEADER,)
-    for reserved in reserved_names:
-        if reserved.lower() in lowered:
-            raise SigningError(f"header {reserved!r} is set by the signer, do not pass it")
-
-    added: dict[str, str] = {}
-    if security_token is not None:
-        added[SECURITY_TOKEN_HEADER] = security_token
-    # SDK: ``request.header_params.get("Content-Type")`` -- an exact-case lookup (done by hand
-    # so that a case-insensitive mapping behaves like the SDK's plain dict).
-    content_type = next((v for k, v in headers.items() if k == "Content-Type"), None)
-    if content_type and not content_type.startswith(("application/json", "application/bson")):
-        if CONTENT_SHA256_HEADER.lower() in lowered:
-            raise SigningError(
-                f"{CONTENT_SHA256_HEADER!r} conflicts with the SDK's unsigned-payload rule "
-                "for a non-JSON Content-Type"
-            )
-        added[CONTENT_SHA256_HEADER] = UNSIGNED_PAYLOAD
-    date = _format_date(now)
-    added[DATE_HEADER] = date
-    if HOST_HEADER.lower() not in lowered:
-        added[HOST_HEADER] = netloc
+    secret = _checked_secret(access_key, secret_key, security_token)
+    scheme, netloc, path, raw_query = _signable_target(url)
+    caller_names = _caller_header_names(headers, security_token)
+    added = _headers_to_add(
+        headers, caller_names, netloc=netloc, now=now, security_token=security_token
+    )
 
     all_headers = {**headers, **added}
     canonical_headers = {name.lower(): str(value).strip() for name, value in all_headers.items()}
@@ -333,23 +372,16 @@ def sign_request(
 
     query_pairs = parse_query(raw_query)
     try:
-        payload_hash = _EMPTY_HASH
-        if body:
-            # The SDK reads this header after it has stripped the value and re-encoded it from
-            # UTF-8 to ISO-8859-1 for sending; reproduce that so odd values sign identically.
-            declared = canonical_headers.get(CONTENT_SHA256_HEADER.lower(), "")
-            declared = declared.encode("utf-8").decode("iso-8859-1")
-            payload_hash = declared or hashlib.sha256(body).hexdigest()
         canonical = _canonical_request(
             method=method,
             path=path,
             query_pairs=query_pairs,
             canonical_headers=canonical_headers,
             signed_headers=signed,
-            payload_hash=payload_hash,
+            payload_hash=_signed_payload_hash(canonical_headers, body),
         )
         query = canonical_query_string(query_pairs)
-        signature = _signature(secret, date, canonical)
+        signature = _signature(secret, added[DATE_HEADER], canonical)
     except UnicodeEncodeError:
         raise SigningError("the request holds text that is not encodable as UTF-8") from None
 
@@ -413,6 +445,164 @@ def authorization_access_key(value: str) -> str | None:
     return parsed.access_key if isinstance(parsed, _Authorization) else None
 
 
+def _received_headers(headers: Mapping[str, str]) -> dict[str, list[str]]:
+    """Every received header value by lower-cased name, repeated names kept in order."""
+    received: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        received.setdefault(name.lower(), []).append(value)
+    return received
+
+
+def _received_authorization(received: Mapping[str, list[str]]) -> _Authorization | VerifyResult:
+    """The parsed Authorization header, given exactly once, or why it is unusable."""
+    auth_values = received.get(AUTHORIZATION_HEADER.lower(), [])
+    if not auth_values:
+        return VerifyResult(VerifyReason.MISSING_AUTHORIZATION, "no Authorization header")
+    if len(auth_values) > 1:
+        return VerifyResult(VerifyReason.DUPLICATE_HEADER, "Authorization is given twice")
+    return _parse_authorization(auth_values[0])
+
+
+def _signed_header_values(
+    auth: _Authorization, received: Mapping[str, list[str]], required_signed: Sequence[str]
+) -> dict[str, str] | VerifyResult:
+    """The stripped value of each signed header, once the required ones are all signed and
+    every signed one is in the request exactly once."""
+    for required in (*_REQUIRED_SIGNED, *required_signed):
+        if required not in auth.signed_headers:
+            return VerifyResult(
+                VerifyReason.REQUIRED_HEADER_NOT_SIGNED,
+                f"header {required!r} must be signed",
+                auth.access_key,
+            )
+    canonical_headers: dict[str, str] = {}
+    for name in auth.signed_headers:
+        values = received.get(name, [])
+        if not values:
+            return VerifyResult(
+                VerifyReason.SIGNED_HEADER_MISSING,
+                f"signed header {name!r} is not in the request",
+                auth.access_key,
+            )
+        if len(values) > 1:
+            return VerifyResult(
+                VerifyReason.DUPLICATE_HEADER,
+                f"signed header {name!r} is given twice",
+                auth.access_key,
+            )
+        canonical_headers[name] = values[0].strip()
+    return canonical_headers
+
+
+def _date_rejection(
+    date: str, now: datetime, max_skew: float, access_key: str
+) -> VerifyResult | None:
+    """Why an ``X-Sdk-Date`` value is unacceptable at ``now``; None when it is fresh."""
+    try:
+        if not _DATE_RE.fullmatch(date):
+            raise ValueError(date)
+        signed_at = datetime.strptime(date, _DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return VerifyResult(
+            VerifyReason.MALFORMED_DATE,
+            f"{DATE_HEADER} must look like 20240131T235959Z",
+            access_key,
+        )
+    age = (now - signed_at).total_seconds()
+    if age > max_skew:
+        return VerifyResult(
+            VerifyReason.DATE_TOO_OLD,
+            f"{DATE_HEADER} is {age:.0f}s old, more than {max_skew:.0f}s",
+            access_key,
+        )
+    if -age > max_skew:
+        return VerifyResult(
+            VerifyReason.DATE_IN_FUTURE,
+            f"{DATE_HEADER} is {-age:.0f}s ahead, more than {max_skew:.0f}s",
+            access_key,
+        )
+    return None
+
+
+def _verified_payload_hash(
+    body: bytes,
+    received: Mapping[str, list[str]],
+    *,
+    allow_unsigned_payload: bool,
+    access_key: str,
+) -> str | VerifyResult:
+    """The payload hash to recompute the signature with, once it is known to cover the body."""
+    if not body:
+        return _EMPTY_HASH
+    body_hash = hashlib.sha256(body).hexdigest()
+    declared_values = received.get(CONTENT_SHA256_HEADER.lower(), [])
+    if len(declared_values) > 1:
+        return VerifyResult(
+            VerifyReason.DUPLICATE_HEADER,
+            f"{CONTENT_SHA256_HEADER} is given twice",
+            access_key,
+        )
+    declared = declared_values[0].strip() if declared_values else ""
+    if declared == UNSIGNED_PAYLOAD:
+        if not allow_unsigned_payload:
+            return VerifyResult(
+                VerifyReason.UNSIGNED_PAYLOAD, "the body is not covered", access_key
+            )
+    elif declared and not (
+        _HEX_SHA256_RE.fullmatch(declared) and hmac.compare_digest(declared.lower(), body_hash)
+    ):
+        return VerifyResult(
+            VerifyReason.PAYLOAD_HASH_MISMATCH,
+            f"{CONTENT_SHA256_HEADER} does not match the body",
+            access_key,
+        )
+    return declared or body_hash
+
+
+def _signature_verdict(
+    *,
+    method: str,
+    url: str,
+    secret_key: str,
+    auth: _Authorization,
+    canonical_headers: Mapping[str, str],
+    payload_hash: str,
+) -> VerifyResult:
+    """Recompute the signature the client should have sent and compare it with the one sent."""
+    _scheme, _netloc, path, raw_query = _split_target(url)
+    try:
+        secret = _secret_bytes(secret_key)
+    except SigningError:
+        return VerifyResult(
+            VerifyReason.UNKNOWN_ACCESS_KEY, "the stored secret key is unusable", auth.access_key
+        )
+    try:
+        canonical = _canonical_request(
+            method=method,
+            path=path or "/",
+            query_pairs=parse_query(raw_query),
+            canonical_headers=canonical_headers,
+            signed_headers=auth.signed_headers,
+            payload_hash=payload_hash,
+        )
+        expected = _signature(secret, canonical_headers["x-sdk-date"], canonical)
+    except UnicodeEncodeError:
+        return VerifyResult(
+            VerifyReason.MALFORMED_REQUEST,
+            "the request holds text that is not valid UTF-8",
+            auth.access_key,
+        )
+    if not hmac.compare_digest(expected.encode("ascii"), auth.signature.encode("ascii")):
+        return VerifyResult(
+            VerifyReason.SIGNATURE_MISMATCH,
+            "signature does not match (wrong secret key, or method, path, query, signed "
+            "headers or body changed)",
+            auth.access_key,
+            canonical,
+        )
+    return VerifyResult(VerifyReason.OK, "signature valid", auth.access_key, canonical)
+
+
 def verify_request(
     *,
     method: str,
@@ -445,127 +635,29 @@ def verify_request(
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
-
-    received: dict[str, list[str]] = {}
-    for name, value in headers.items():
-        received.setdefault(name.lower(), []).append(value)
-
-    auth_values = received.get(AUTHORIZATION_HEADER.lower(), [])
-    if not auth_values:
-        return VerifyResult(VerifyReason.MISSING_AUTHORIZATION, "no Authorization header")
-    if len(auth_values) > 1:
-        return VerifyResult(VerifyReason.DUPLICATE_HEADER, "Authorization is given twice")
-    parsed = _parse_authorization(auth_values[0])
-    if isinstance(parsed, VerifyResult):
-        return parsed
-    access_key = parsed.access_key
-
-    for required in (*_REQUIRED_SIGNED, *required_signed):
-        if required not in parsed.signed_headers:
-            return VerifyResult(
-                VerifyReason.REQUIRED_HEADER_NOT_SIGNED,
-                f"header {required!r} must be signed",
-                access_key,
-            )
-    canonical_headers: dict[str, str] = {}
-    for name in parsed.signed_headers:
-        values = received.get(name, [])
-        if not values:
-            return VerifyResult(
-                VerifyReason.SIGNED_HEADER_MISSING,
-                f"signed header {name!r} is not in the request",
-                access_key,
-            )
-        if len(values) > 1:
-            return VerifyResult(
-                VerifyReason.DUPLICATE_HEADER, f"signed header {name!r} is given twice", access_key
-            )
-        canonical_headers[name] = values[0].strip()
-
-    date = canonical_headers["x-sdk-date"]
-    try:
-        if not _DATE_RE.fullmatch(date):
-            raise ValueError(date)
-        signed_at = datetime.strptime(date, _DATE_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return VerifyResult(
-            VerifyReason.MALFORMED_DATE,
-            f"{DATE_HEADER} must look like 20240131T235959Z",
-            access_key,
-        )
-    age = (now - signed_at).total_seconds()
-    if age > max_skew:
-        return VerifyResult(
-            VerifyReason.DATE_TOO_OLD,
-            f"{DATE_HEADER} is {age:.0f}s old, more than {max_skew:.0f}s",
-            access_key,
-        )
-    if -age > max_skew:
-        return VerifyResult(
-            VerifyReason.DATE_IN_FUTURE,
-            f"{DATE_HEADER} is {-age:.0f}s ahead, more than {max_skew:.0f}s",
-            access_key,
-        )
-
-    secret_key = lookup_secret(access_key)
+    received = _received_headers(headers)
+    auth = _received_authorization(received)
+    if isinstance(auth, VerifyResult):
+        return auth
+    canonical_headers = _signed_header_values(auth, received, required_signed)
+    if isinstance(canonical_headers, VerifyResult):
+        return canonical_headers
+    rejected = _date_rejection(canonical_headers["x-sdk-date"], now, max_skew, auth.access_key)
+    if rejected is not None:
+        return rejected
+    secret_key = lookup_secret(auth.access_key)
     if not secret_key:
-        return VerifyResult(VerifyReason.UNKNOWN_ACCESS_KEY, "unknown access key", access_key)
-
-    payload_hash = _EMPTY_HASH
-    if body:
-        body_hash = hashlib.sha256(body).hexdigest()
-        declared_values = received.get(CONTENT_SHA256_HEADER.lower(), [])
-        if len(declared_values) > 1:
-            return VerifyResult(
-                VerifyReason.DUPLICATE_HEADER,
-                f"{CONTENT_SHA256_HEADER} is given twice",
-                access_key,
-            )
-        declared = declared_values[0].strip() if declared_values else ""
-        if declared == UNSIGNED_PAYLOAD:
-            if not allow_unsigned_payload:
-                return VerifyResult(
-                    VerifyReason.UNSIGNED_PAYLOAD, "the body is not covered", access_key
-                )
-        elif declared and not (
-            _HEX_SHA256_RE.fullmatch(declared) and hmac.compare_digest(declared.lower(), body_hash)
-        ):
-            return VerifyResult(
-                VerifyReason.PAYLOAD_HASH_MISMATCH,
-                f"{CONTENT_SHA256_HEADER} does not match the body",
-                access_key,
-            )
-        payload_hash = declared or body_hash
-
-    _scheme, _netloc, path, raw_query = _split_target(url)
-    try:
-        secret = _secret_bytes(secret_key)
-    except SigningError:
-        return VerifyResult(
-            VerifyReason.UNKNOWN_ACCESS_KEY, "the stored secret key is unusable", access_key
-        )
-    try:
-        canonical = _canonical_request(
-            method=method,
-            path=path or "/",
-            query_pairs=parse_query(raw_query),
-            canonical_headers=canonical_headers,
-            signed_headers=parsed.signed_headers,
-            payload_hash=payload_hash,
-        )
-        expected = _signature(secret, date, canonical)
-    except UnicodeEncodeError:
-        return VerifyResult(
-            VerifyReason.MALFORMED_REQUEST,
-            "the request holds text that is not valid UTF-8",
-            access_key,
-        )
-    if not hmac.compare_digest(expected.encode("ascii"), parsed.signature.encode("ascii")):
-        return VerifyResult(
-            VerifyReason.SIGNATURE_MISMATCH,
-            "signature does not match (wrong secret key, or method, path, query, signed "
-            "headers or body changed)",
-            access_key,
-            canonical,
-        )
-    return VerifyResult(VerifyReason.OK, "signature valid", access_key, canonical)
+        return VerifyResult(VerifyReason.UNKNOWN_ACCESS_KEY, "unknown access key", auth.access_key)
+    payload_hash = _verified_payload_hash(
+        body, received, allow_unsigned_payload=allow_unsigned_payload, access_key=auth.access_key
+    )
+    if isinstance(payload_hash, VerifyResult):
+        return payload_hash
+    return _signature_verdict(
+        method=method,
+        url=url,
+        secret_key=secret_key,
+        auth=auth,
+        canonical_headers=canonical_headers,
+        payload_hash=payload_hash,
+    )

@@ -129,6 +129,41 @@ def _job(profile: _Profile, total: float, rng: random.Random) -> JobSpec:
     if profile.outcome == "partially_failed":
         candidates = [i for i in range(count) if i not in skipped]
         failing = set(rng.sample(candidates, max(1, count // 10)))
+    _play_tasks(profile, plans, stop_index, stop_at, skipped, failing, rng)
+    ended = _finish(profile, plans, stop_index, stop_at, total, skipped)
+    job_steps.extend(ended)
+    tasks = tuple(
+        TaskSpec(
+            task_index=plan.index,
+            task_name=plan.name,
+            steps=tuple(plan.steps),
+            task_id=_random_id("Task-", rng),
+        )
+        for plan in plans
+        if plan.steps
+    )
+    return JobSpec(
+        job_status=tuple(job_steps),
+        tasks=tasks,
+        job_id=_random_id("JOB", rng),
+        job_type=rng.choices(("PROVISION", "DAILY_OPERATION", "DEPROVISION"), (7, 2, 1))[0],
+        visible_after=_ms(min(5.0, 0.15 * total)) if profile.late_visibility else 0.0,
+        rollback_enabled=True if profile.outcome == "rolled_back" else None,
+        description=_describe(profile, count),
+    )
+
+
+def _play_tasks(
+    profile: _Profile,
+    plans: list[_TaskPlan],
+    stop_index: int,
+    stop_at: float,
+    skipped: set[int],
+    failing: set[int],
+    rng: random.Random,
+) -> None:
+    """Every task's steps up to the job's end: those before ``stop_index`` run (or are
+    skipped, or fail), that one stops the job at ``stop_at``, later ones never run."""
     for i, plan in enumerate(plans):
         if i > stop_index and plan.appear >= stop_at:
             continue  # its phase never started
@@ -151,27 +186,6 @@ def _job(profile: _Profile, total: float, rng: random.Random) -> JobSpec:
         else:
             follow = "SKIPPED" if profile.outcome == "rolled_back" else "CANCELLED"
             plan.add(max(stop_at, plan.appear), follow)
-    ended = _finish(profile, plans, stop_index, stop_at, total, skipped)
-    job_steps.extend(ended)
-    tasks = tuple(
-        TaskSpec(
-            task_index=plan.index,
-            task_name=plan.name,
-            steps=tuple(plan.steps),
-            task_id=_random_id("Task-", rng),
-        )
-        for plan in plans
-        if plan.steps
-    )
-    return JobSpec(
-        job_status=tuple(job_steps),
-        tasks=tasks,
-        job_id=_random_id("JOB", rng),
-        job_type=rng.choices(("PROVISION", "DAILY_OPERATION", "DEPROVISION"), (7, 2, 1))[0],
-        visible_after=_ms(min(5.0, 0.15 * total)) if profile.late_visibility else 0.0,
-        rollback_enabled=True if profile.outcome == "rolled_back" else None,
-        description=_describe(profile, count),
-    )
 
 
 def _schedule(

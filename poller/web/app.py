@@ -204,11 +204,11 @@ def resume_id(positions: dict[str, str], streams: tuple[str, ...]) -> str:
     return ",".join(f"{k}={positions[s]}" for k, s in enumerate(streams))
 
 
-async def _stream(
+def _sse_start(
     request: web.Request, streams: tuple[str, ...], *, per_job: bool
-) -> web.StreamResponse:
-    state = request.app[STATE]
-    limits = state.limits
+) -> str | dict[str, str] | web.Response:
+    """Where an event stream starts: after ``Last-Event-ID`` when the client sends one, else
+    at the job's first event (per job) or now; a 400 response when that header is unusable."""
     resume = request.headers.get("Last-Event-ID", "").strip()
     positions = resume_positions(resume, streams) if resume else None
     if resume and (positions is None or (per_job and not _STREAM_ID.match(resume))):
@@ -216,13 +216,59 @@ async def _stream(
         if len(streams) > 1:
             what += ", or k=ID per shard joined by commas, as sent"
         return _error(400, f"Last-Event-ID: expected {what}")
+    return positions if positions is not None else ("0-0" if per_job else "$")
+
+
+async def _send_events(
+    response: web.StreamResponse,
+    state: WebState,
+    cursor: StreamCursor,
+    streams: tuple[str, ...],
+    *,
+    per_job: bool,
+) -> None:
+    """One SSE frame per entry ``cursor`` reads, keep-alive comments while it is quiet, until
+    the server shuts down or (per job) the job's final event has been sent."""
+    limits = state.limits
+    redis = state.store.redis
+
+    async def send(chunk: bytes) -> None:
+        # a client that cannot take one chunk within the timeout is dropped (it resumes
+        # with Last-Event-ID); aiohttp's own buffer is bounded, so memory is too
+        await asyncio.wait_for(response.write(chunk), limits.write_timeout)
+
+    async def ended() -> bool:
+        return per_job and await _ended_at(redis, streams[0], cursor.positions[streams[0]])
+
+    await send(b"retry: 2000\n: connected\n\n")
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    while not (state.closing or await ended()):
+        entries = await cursor.fetch()
+        if not entries:
+            entries = await cursor.wait(limits.block_ms)
+        for entry in entries:
+            fields = {_text(k): _text(v) for k, v in entry.raw.items()}
+            cursor.advance(entry)
+            frame_id = resume_id(cursor.positions, streams)
+            await send(_sse_frame(frame_id, fields.get("event", "message"), fields))
+            quiet_since = loop.time()
+        if loop.time() - quiet_since >= limits.keepalive:
+            await send(b": keep-alive\n\n")
+            quiet_since = loop.time()
+
+
+async def _stream(
+    request: web.Request, streams: tuple[str, ...], *, per_job: bool
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    limits = state.limits
+    start = _sse_start(request, streams, per_job=per_job)
+    if isinstance(start, web.Response):
+        return start
     if state.sse_open >= limits.max_sse:
         return _error(503, "too many event streams open; retry later", **{"Retry-After": "5"})
-    redis = state.store.redis
-    start: str | dict[str, str] = (
-        positions if positions is not None else ("0-0" if per_job else "$")
-    )
-    cursor = await StreamCursor.start_at(redis, streams, start, count=limits.batch)
+    cursor = await StreamCursor.start_at(state.store.redis, streams, start, count=limits.batch)
     state.sse_open += 1
     try:
         response = web.StreamResponse(
@@ -233,31 +279,7 @@ async def _stream(
             }
         )
         await response.prepare(request)
-
-        async def send(chunk: bytes) -> None:
-            # a client that cannot take one chunk within the timeout is dropped (it resumes
-            # with Last-Event-ID); aiohttp's own buffer is bounded, so memory is too
-            await asyncio.wait_for(response.write(chunk), limits.write_timeout)
-
-        async def ended() -> bool:
-            return per_job and await _ended_at(redis, streams[0], cursor.positions[streams[0]])
-
-        await send(b"retry: 2000\n: connected\n\n")
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time()
-        while not (state.closing or await ended()):
-            entries = await cursor.fetch()
-            if not entries:
-                entries = await cursor.wait(limits.block_ms)
-            for entry in entries:
-                fields = {_text(k): _text(v) for k, v in entry.raw.items()}
-                cursor.advance(entry)
-                frame_id = resume_id(cursor.positions, streams)
-                await send(_sse_frame(frame_id, fields.get("event", "message"), fields))
-                quiet_since = loop.time()
-            if loop.time() - quiet_since >= limits.keepalive:
-                await send(b": keep-alive\n\n")
-                quiet_since = loop.time()
+        await _send_events(response, state, cursor, streams, per_job=per_job)
         await response.write_eof()
     except (ConnectionResetError, TimeoutError, RedisError) as exc:
         # a client too slow or gone, or Redis away mid-stream: end this response; the
