@@ -60,7 +60,7 @@ from poller.intake import Invalid, build_message, parse_message
 from poller.snapshot import EventKind
 from poller.statuses import is_terminal
 from poller.store.connection import RedisClient
-from poller.store.schema import Keys
+from poller.store.schema import Keys, entry_order
 from poller.store.store import is_transient
 
 __all__ = [
@@ -227,12 +227,6 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
         return []
     streams = reply.values() if isinstance(reply, dict) else (e for _, e in reply)
     return [(entry_id, raw) for entries in streams for entry_id, raw in entries]
-
-
-def entry_order(entry_id: str) -> tuple[int, int]:
-    """A stream entry ID (``ms-seq``) as a sortable pair."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _after(last: str) -> str:

@@ -124,6 +124,13 @@ def unwrap_entry(entry: bytes) -> tuple[str, bytes]:
     return "", entry
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry ID (``ms-seq``) as a sortable pair: the order to merge shards' streams
+    in (the best there is: shards have no common order)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def job_member(project_id: str, job_id: str) -> str:
     """The schedule member naming one job; ``:`` cannot occur in either ID."""
     if not (is_valid_id(project_id) and is_valid_id(job_id)):
