@@ -37,7 +37,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
@@ -46,18 +46,29 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 import anyio.abc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from redis.exceptions import RedisError, ResponseError
 
 from poller.backoff import Backoff, full_jitter
 from poller.consumer import JobEvent, StreamCursor
-from poller.forward.signing import WebhookSecret, headers, webhook_body, webhook_id
+from poller.forward.metrics import ForwardMetrics
+from poller.forward.options import ForwardOptions, event_filter
+from poller.forward.signing import headers, webhook_body, webhook_id
 from poller.store.connection import RedisClient
 from poller.store.schema import Keys
 from poller.store.store import is_transient
 from poller.telemetry import get_logger
 
 T = TypeVar("T")
+
+__all__ = [
+    "ForwardMetrics",
+    "ForwardOptions",
+    "Forwarder",
+    "dead_records",
+    "event_filter",
+    "parse_retry_after",
+    "public_url",
+]
 
 _RNG: Final = random.Random()
 _PAGE: Final = 200
@@ -119,93 +130,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = when.replace(tzinfo=UTC)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardOptions:
-    """What ``poller forward`` was asked to do."""
-
-    webhook: str
-    secret: WebhookSecret
-    group: str = "forward"
-    consumer: str = "forward"
-    start: str = "$"  # where a group created here starts
-    max_attempts: int = 8
-    concurrency: int = 16
-    prefetch: int = 0  # 0: 4 x concurrency
-    timeout: float = 10.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    retry_after_max: float = 600.0
-    claim_idle: float = 30.0
-    claim_interval: float = 10.0
-    block_ms: int = 2000
-    events: frozenset[str] = field(default_factory=frozenset)
-    terminal_only: bool = False
-    job_types: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def held_max(self) -> int:
-        return self.prefetch if self.prefetch > 0 else 4 * self.concurrency
-
-
-def event_filter(options: ForwardOptions) -> Callable[[JobEvent], bool]:
-    """Whether an event is to be delivered: ``--event`` kinds, ``--terminal-only`` (a job's
-    final event: terminal ``job.status_changed`` or ``job.abandoned``), ``--job-type`` (events
-    carrying that ``job_type``: job status events)."""
-
-    def wanted(event: JobEvent) -> bool:
-        if options.events and event.event not in options.events:
-            return False
-        if options.terminal_only and not event.is_final:
-            return False
-        return not (options.job_types and event.job_type not in options.job_types)
-
-    return wanted
-
-
-class ForwardMetrics:
-    """Prometheus metrics of one forwarder, in their own registry."""
-
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.delivered = Counter(
-            "poller_forward_delivered_total", "Events acknowledged by the webhook (2xx).",
-            registry=r,
-        )  # fmt: skip
-        self.retried = Counter(
-            "poller_forward_retried_total",
-            "Failed delivery attempts that were retried, by cause (HTTP status, timeout, error).",
-            ["cause"],
-            registry=r,
-        )
-        self.parked = Counter(
-            "poller_forward_parked_total",
-            "Events parked in {prefix}:forward:dead after max attempts (or malformed).",
-            registry=r,
-        )
-        self.filtered = Counter(
-            "poller_forward_filtered_total", "Events acknowledged without delivery (filters).",
-            registry=r,
-        )  # fmt: skip
-        self.claimed = Counter(
-            "poller_forward_claimed_total",
-            "Pending entries taken over from other (presumed dead) consumers.",
-            registry=r,
-        )
-        self.latency = Histogram(
-            "poller_forward_delivery_seconds",
-            "Time from taking an event to its acknowledged delivery, retries included.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-            registry=r,
-        )
-        self.held = Gauge(
-            "poller_forward_events_held", "Events this forwarder holds, unacknowledged.",
-            registry=r,
-        )  # fmt: skip
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 #: An entry of one of the shards' streams: (stream, entry ID); IDs repeat across streams.
