@@ -1,5 +1,12 @@
 """The daemon's loop: take intake messages, claim due jobs, poll them, commit what changed.
 
+:class:`Worker` is one replica.  It claims due jobs and runs one poll per claimed job, from
+fetch to commit, and composes the parts that do the rest: :class:`~poller.intake_loop.IntakeLoop`
+(messages into tracking), :class:`~poller.housekeeping.Housekeeping` (registration,
+heart-beat, recovery of dead replicas' messages, gauges) and :class:`~poller.leases.Leases`
+(polls in flight, renewal, hand-back).  What they share (store, clocks, telemetry, the stop
+signal, how a Redis failure is reported) is one :class:`~poller.replica.ReplicaContext`.
+
 One anyio task group owns every task of a replica.  ``stop()`` begins a drain: no new claims,
 polls in flight get most of ``shutdown_grace`` to finish, and whatever is left is cancelled
 and its lease handed back (due at once) so another replica picks it up without waiting.
@@ -16,7 +23,7 @@ import itertools
 import random
 import socket
 import uuid
-from typing import Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -24,18 +31,18 @@ from redis.exceptions import RedisError
 
 from poller.backoff import Backoff
 from poller.clock import SYSTEM_CLOCK, Clock, ServerClock
-from poller.config import ConfigError, Settings
-from poller.intake import Admission, Invalid, parse_message
+from poller.config import Settings
+from poller.housekeeping import Housekeeping
+from poller.intake_loop import IntakeLoop
 from poller.leases import Lease, Leases, ShutdownBudget
 from poller.policy import Policy
 from poller.ports import JobFetcher, JobStore
+from poller.replica import ReplicaContext
 from poller.snapshot import AbandonReason, EventKind
 from poller.store import is_transient, job_member
-from poller.store.store import AdmitResult, Delivery
 from poller.telemetry import Health, Metrics, get_logger
 from poller.tracking import JobState, Plan, plan_after_poll, plan_timeout, timed_out
 
-INTAKE_BATCH: Final = 500
 # Polls of one job in a row that may end in an error (not an outcome) before it is retired
 # as ``corrupt_state``: whatever breaks them is in its stored state, not passing.
 MAX_POLL_CRASHES: Final = 5
@@ -82,6 +89,20 @@ class Worker(Generic[StoreT]):
         self.policy = Policy.from_settings(settings)
         self.log = get_logger(replica=self.replica_id)
         self.budget = ShutdownBudget.of(settings.shutdown_grace)
+        self._wake = anyio.Event()
+        self._stopping = anyio.Event()
+        self._commit_ids = itertools.count(1)
+        self._replica = ReplicaContext(
+            replica_id=self.replica_id,
+            store=store,
+            clock=clock,
+            server_clock=self.server_clock,
+            rng=self.rng,
+            metrics=self.metrics,
+            health=self.health,
+            log=self.log,
+            stopping=self._stopping,
+        )
         self.leases = Leases(
             store,
             clock,
@@ -89,14 +110,15 @@ class Worker(Generic[StoreT]):
             lease_seconds=settings.lease_seconds,
             budget=self.budget,
             metrics=self.metrics,
-            redis_failed=self._redis_failed,
+            redis_failed=self._replica.redis_failed,
             on_lost=lambda member: self.log.warning(
                 "lease lost; abandoning this poll", member=member
             ),
         )
-        self._wake = anyio.Event()
-        self._stopping = anyio.Event()
-        self._commit_ids = itertools.count(1)
+        self.intake = IntakeLoop(
+            self._replica, project_id=settings.project_id, on_admitted=self._nudge
+        )
+        self.housekeeping = Housekeeping(self._replica, settings, on_recovered=self._nudge)
 
     def clock(self) -> float:
         """Now, on the Redis server's clock (epoch seconds)."""
@@ -124,60 +146,18 @@ class Worker(Generic[StoreT]):
         try:
             # Heart-beat before taking any message, so a crash right after the first take is
             # noticed and the message handed back.
-            await self._register()
+            await self.housekeeping.register()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._intake_loop)
-                tg.start_soon(self._housekeeping_loop)
+                tg.start_soon(self.intake.run)
+                tg.start_soon(self.housekeeping.beat_forever)
                 tg.start_soon(self.leases.renew_forever)
-                tg.start_soon(self._sweep_loop)
+                tg.start_soon(self.housekeeping.sweep_forever)
                 await self._claim_loop()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.budget.hand_back):
                 await self._hand_back()
         self.log.info("worker stopped")
-
-    async def _register(self) -> None:
-        backoff = Backoff(initial=0.1, cap=5.0, rng=self.rng)
-        while not self._stopping.is_set():
-            self.health.tick()  # waiting for Redis is not a wedged loop (liveness)
-            try:
-                await self.server_clock.sync(self.store.server_time)
-                laid_out = await self.store.check_layout()
-                if laid_out != self.settings.shards:
-                    raise ConfigError(
-                        f"POLLER_SHARDS: {self.settings.shards}, but the keys under prefix "
-                        f"{self.settings.key_prefix} are laid out for {laid_out} shard(s); keep "
-                        f"{laid_out}, or let every job finish and delete "
-                        f"{self.settings.key_prefix}:layout before changing it"
-                    )
-                await self.store.heartbeat(self.replica_id, self.clock() + self._heartbeat_ttl)
-                return
-            except RedisError as exc:
-                self._redis_failed("register", exc)
-                await self._sleep_unless_stopping(backoff.failed())
-
-    @property
-    def _housekeeping_period(self) -> float:
-        return max(0.2, min(5.0, self.settings.lease_seconds / 3))
-
-    @property
-    def _heartbeat_ttl(self) -> float:
-        return max(3 * self._housekeeping_period, 10.0)
-
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        await self._clock.wait(self._stopping, seconds)
-
-    def _redis_failed(self, op: str, exc: RedisError) -> None:
-        self.metrics.redis_errors.labels(op).inc()
-        if is_transient(exc):
-            self.health.redis_ok = False
-            self.health.redis_error = f"{type(exc).__name__} during {op}"
-            self.log.warning("redis operation failed", op=op, error=str(exc))
-        else:
-            self.log.error(
-                "redis refused an operation", op=op, error=f"{type(exc).__name__}: {exc}"
-            )
 
     # --- scheduling -------------------------------------------------------------------------
 
@@ -204,8 +184,8 @@ class Worker(Generic[StoreT]):
                 self.replica_id, self.clock(), self.settings.lease_seconds, limit
             )
         except RedisError as exc:
-            self._redis_failed("claim", exc)
-            await self._sleep_unless_stopping(backoff.failed())
+            self._replica.redis_failed("claim", exc)
+            await self._replica.sleep_unless_stopping(backoff.failed())
             return 0.0
         backoff.succeeded()
         for member, reason in claim.quarantined:
@@ -284,7 +264,7 @@ class Worker(Generic[StoreT]):
                     raise
                 if self._clock.monotonic() >= give_up:  # the lease is gone by now anyway
                     raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
-                self._redis_failed("commit", exc)
+                self._replica.redis_failed("commit", exc)
                 await self._clock.sleep(backoff.failed())
         if result == "corrupt":
             await self._retire_corrupt(lease, "a key of this job holds another Redis type")
@@ -293,7 +273,9 @@ class Worker(Generic[StoreT]):
         self.metrics.commits.labels(result).inc()
         self.metrics.polls.labels(plan.outcome).inc()
         if result in ("ok", "duplicate"):
-            self._log_committed(state, plan, counted=result == "ok")
+            _log_committed(
+                self.log, self.metrics, state, plan, counted=result == "ok", now=self.clock()
+            )
             if plan.retires:  # applied once under this commit ID: "duplicate" = reply was lost
                 self.metrics.job_finished(plan.events, state.taken_at, self.clock())
         else:
@@ -317,176 +299,40 @@ class Worker(Generic[StoreT]):
             self.log.error("job retired as corrupt_state", job_id=state.job_id,
                            project_id=state.project_id, reason=reason)  # fmt: skip
 
-    def _log_committed(self, state: JobState, plan: Plan, *, counted: bool) -> None:
-        bound = self.log.bind(job_id=state.job_id, project_id=state.project_id)
-        for event in plan.events:
-            if counted:
-                self.metrics.events.labels(event.kind).inc()
-            fields = event.as_dict()
-            bound.info(
-                fields["event"],
-                request_id=plan.request_id or None,
-                seq=int(fields["seq"]),
-                task=fields.get("task_name") or None,
-                from_status=fields["from_status"],
-                to_status=fields["to_status"],
-                reason=fields.get("reason"),
-            )
-        if plan.outcome.failed:
-            bound.info(
-                "poll failed",
-                outcome=plan.outcome,
-                error=plan.last_error,
-                attempt=plan.attempts,
-                request_id=plan.request_id or None,
-            )
-        else:
-            bound.debug("polled", outcome=plan.outcome, next_in=_next_in(plan, self.clock()))
-
-    # --- intake --------------------------------------------------------------------------
-
-    async def _intake_loop(self) -> None:
-        backoff = Backoff(initial=0.1, cap=5.0, rng=self.rng)
-        while not self._stopping.is_set():
-            try:
-                taken = await self.store.take_messages(self.replica_id, limit=INTAKE_BATCH, block=1)
-                if taken:
-                    await self._take_batch(taken)
-                backoff.succeeded()
-            except RedisError as exc:
-                self._redis_failed("intake", exc)
-                await self._sleep_unless_stopping(backoff.failed())
-
-    async def _take_batch(self, taken: list[Delivery]) -> None:
-        """Admit the valid messages and dead-letter the others, in one round trip.
-
-        Only a transient Redis failure propagates (the messages stay in flight and are tried
-        again; every step is idempotent); anything else about one message sends that message
-        to the dead-letter list, so one message can never hold up the ones behind it.
-        """
-        parsed = [(d, parse_message(d.raw, self.settings.project_id)) for d in taken]
-        await self._admit_parsed(parsed)
-
-    async def _admit_parsed(self, parsed: list[tuple[Delivery, Admission | Invalid]]) -> None:
-        try:
-            results = await self.store.admit_batch(self.replica_id, parsed, self.clock())
-        except RedisError:
-            raise
-        except Exception as exc:  # the batch could not even be sent: find the culprit alone
-            if len(parsed) > 1:
-                for one in parsed:
-                    await self._admit_parsed([one])
-                return
-            self.log.exception("intake message could not be admitted")
-            await self._dead_letter(parsed[0][0], f"could not be admitted: {type(exc).__name__}")
-            return
-        transient = [r for r in results if isinstance(r, RedisError) and is_transient(r)]
-        if transient:
-            raise transient[0]
-        for (delivery, message), result in zip(parsed, results, strict=True):
-            try:
-                await self._admitted(delivery, message, result)
-            except RedisError as exc:
-                if is_transient(exc):
-                    raise
-                await self._dead_letter(
-                    delivery, f"could not be admitted: {type(exc).__name__}: {exc}"
-                )
-            except Exception as exc:
-                self.log.exception("intake message could not be admitted")
-                await self._dead_letter(delivery, f"could not be admitted: {type(exc).__name__}")
-
-    async def _admitted(
-        self,
-        delivery: Delivery,
-        message: Admission | Invalid,
-        result: AdmitResult | Literal["dead_letter"] | RedisError,
-    ) -> None:
-        """Account for one message's fate (and dead-letter it where admission refused it)."""
-        if isinstance(result, RedisError):
-            raise result
-        if isinstance(message, Invalid):
-            self.metrics.intake.labels("dead_letter").inc()
-            self.log.warning("intake message dead-lettered", reason=message.reason)
-            return
-        if result == "conflict":
-            await self._dead_letter(delivery, "project_conflict: the job ID is tracked under "
-                                    "another project")  # fmt: skip
-            return
-        if result == "corrupt":
-            await self._dead_letter(delivery, "corrupt_state: a key of this job holds another type")
-            return
-        self.metrics.intake.labels(result).inc()
-        log = self.log.bind(job_id=message.job_id, project_id=message.project_id)
-        if result == "admitted":
-            log.info("tracking job", force=message.force or None)
-            self._nudge()
-        else:
-            log.info("intake message ignored", why=f"already {result}")
-
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        reason = reason[:500]
-        await self.store.dead_letter(self.replica_id, delivery, reason, self.clock())
-        self.metrics.intake.labels("dead_letter").inc()
-        self.log.warning("intake message dead-lettered", reason=reason)
-
-    # --- housekeeping ---------------------------------------------------------------------
-
-    async def _housekeeping_loop(self) -> None:
-        period = self._housekeeping_period
-        while True:
-            try:
-                await self._housekeep()
-            except RedisError as exc:
-                self._redis_failed("housekeeping", exc)
-            await self._clock.sleep(period)
-
-    async def _housekeep(self) -> None:
-        await self.server_clock.sync(self.store.server_time)
-        now = self.clock()
-        await self.store.heartbeat(self.replica_id, now + self._heartbeat_ttl)
-        recovered = await self.store.recover_orphans(now)
-        if recovered:
-            self.metrics.orphans_recovered.inc(recovered)
-            self.log.warning("handed back intake messages of a dead replica", count=recovered)
-            self._nudge()
-        counts = await self.store.counts(now)
-        self.metrics.queue.set(counts["queue"])
-        self.metrics.dead.set(counts["dead"])
-        self.metrics.tracked.set(counts["tracked"])
-        self.metrics.due.set(counts["due"])
-        if not self.health.redis_ok:
-            self.log.info("redis reachable")
-        self.health.redis_ok = True
-        self.health.redis_error = ""
-
-    async def _sweep_loop(self) -> None:
-        """Once a minute, hand back in-flight lists of replicas that died before registering.
-
-        Apart from the heartbeat loop, so a long SCAN of a big keyspace cannot delay
-        heartbeats and make this replica look dead to the others.
-        """
-        while True:
-            await self._clock.sleep(60.0)
-            try:
-                recovered = await self.store.recover_unregistered()
-            except RedisError as exc:
-                self._redis_failed("sweep", exc)
-                continue
-            if recovered:
-                self.metrics.orphans_recovered.inc(recovered)
-                self.log.warning("handed back intake messages of an unregistered replica",
-                                 count=recovered)  # fmt: skip
-                self._nudge()
-
     async def _hand_back(self) -> None:
         await self.leases.hand_back_all()
-        try:
-            returned = await self.store.deregister(self.replica_id)
-            if returned:
-                self.log.info("returned in-flight intake messages", count=returned)
-        except RedisError as exc:
-            self._redis_failed("deregister", exc)
+        await self.housekeeping.deregister()
+
+
+def _log_committed(
+    log: Any, metrics: Metrics, state: JobState, plan: Plan, *, counted: bool, now: float
+) -> None:
+    """Log the events of a committed plan, then the poll's outcome; ``counted``: count the
+    events too (not when the commit was found applied already, a retry after a lost reply)."""
+    bound = log.bind(job_id=state.job_id, project_id=state.project_id)
+    for event in plan.events:
+        if counted:
+            metrics.events.labels(event.kind).inc()
+        fields = event.as_dict()
+        bound.info(
+            fields["event"],
+            request_id=plan.request_id or None,
+            seq=int(fields["seq"]),
+            task=fields.get("task_name") or None,
+            from_status=fields["from_status"],
+            to_status=fields["to_status"],
+            reason=fields.get("reason"),
+        )
+    if plan.outcome.failed:
+        bound.info(
+            "poll failed",
+            outcome=plan.outcome,
+            error=plan.last_error,
+            attempt=plan.attempts,
+            request_id=plan.request_id or None,
+        )
+    else:
+        bound.debug("polled", outcome=plan.outcome, next_in=_next_in(plan, now))
 
 
 def _next_in(plan: Plan, now: float) -> float | None:
