@@ -32,12 +32,13 @@ find_python() {
 
 ensure_venv() {
   # NAMES: comma-separated dependency groups of pyproject.toml (dev, bench), and "demo" for the
-  # package's demo extra.
-  local names="$1" py stamp name list=() extras="" groups=()
+  # devkit's demo extra.  Always the package and servicestage-job-poller-devkit (devkit/),
+  # both editable: the checkout's poller/ has the emulator and the demo either way.
+  local names="$1" py stamp name list=() devkit="$ROOT/devkit" groups=()
   IFS=, read -r -a list <<<"$names"
   for name in ${list[@]+"${list[@]}"}; do
     case "$name" in
-      demo) extras="[demo]" ;;
+      demo) devkit="$ROOT/devkit[demo]" ;;
       *) groups+=(--group "$ROOT/pyproject.toml:$name") ;;
     esac
   done
@@ -52,12 +53,13 @@ ensure_venv() {
     fi
   fi
   stamp="$VENV/.installed-${names:-base}"
-  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-    say "installing poller${names:+ ($names)} into $VENV"
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] ||
+    [ "$ROOT/devkit/pyproject.toml" -nt "$stamp" ]; then
+    say "installing poller and its devkit${names:+ ($names)} into $VENV"
     # pip's and setuptools' chatter goes to a log, shown only when something fails.  pip 25.1
     # is the first to install dependency groups (--group).
     if ! { "$VENV/bin/python" -m pip install -q --upgrade 'pip>=25.1' &&
-      "$VENV/bin/python" -m pip install -q -e "$ROOT$extras" ${groups[@]+"${groups[@]}"}; } \
+      "$VENV/bin/python" -m pip install -q -e "$ROOT" -e "$devkit" ${groups[@]+"${groups[@]}"}; } \
       >"$VENV/pip.log" 2>&1; then
       cat "$VENV/pip.log" >&2
       echo "installing the package failed (log above, also in $VENV/pip.log)" >&2
