@@ -9,7 +9,9 @@
 # /opt/venv, then removes pip and setuptools from it (installers the daemon never runs: about
 # half the virtualenv); the runtime stage is a clean python:3.11-slim with only that virtualenv
 # copied in, running as an unprivileged fixed UID (10001) that Kubernetes' runAsNonRoot can
-# verify.
+# verify.  The package's wheel holds the daemon and its CLI only: the emulator (poller/sim/),
+# the demo and poller.localredis are servicestage-job-poller-devkit's (devkit/), which only the
+# `emulator` target (`--target emulator`, for deploy/compose.yaml) adds.
 #
 # Without PyPI (an internal mirror, an offline CI), point the builder's pip elsewhere:
 #   --build-arg PIP_INDEX_URL=https://mirror.example/simple
@@ -41,16 +43,56 @@ COPY deploy/constraints.txt deploy/constraints.txt
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --requirement deploy/constraints.txt
 
-# Then the package itself (README.md is the package's long description, so the build needs it).
-# pip check fails the build if the constraints no longer satisfy pyproject.toml.  Then pip and
-# setuptools leave the virtualenv (nothing imports them at run time; the daemon installs nothing)
-# and the daemon must still start without them.
-COPY pyproject.toml README.md ./
+# Then the package itself (README.md is the package's long description, so the build needs it;
+# setup.py leaves the devkit's modules out of the wheel).  pip check fails the build if the
+# constraints no longer satisfy pyproject.toml, and so does any devkit module that got in (-I:
+# not the sources in the working directory).  Then pip and setuptools leave the virtualenv
+# (nothing imports them at run time; the daemon installs nothing) and the daemon must still
+# start without them.
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY poller/ poller/
 RUN /opt/venv/bin/pip install --no-cache-dir --constraint deploy/constraints.txt . \
     && /opt/venv/bin/pip check \
+    && /opt/venv/bin/python -I -c "import importlib.util as u, sys; found = [m for m in ('poller.sim', 'poller.demo', 'poller.localredis') if u.find_spec(m)]; sys.exit(f'devkit modules in the image: {found}' if found else 0)" \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet setuptools pip \
     && /opt/venv/bin/poller --version
+
+# --- emulator (not the default target) ------------------------------------------------------
+# `--target emulator`: the runtime virtualenv plus servicestage-job-poller-devkit, for the
+# ServiceStage emulator (`poller sim`) that deploy/compose.yaml runs in place of the real API.
+# For local runs only, never published, so without OCI labels (they would repeat the version).
+# BuildKit and buildah skip this stage when they build the default target below.
+# hadolint ignore=DL3049
+FROM ${PYTHON_IMAGE} AS emulator
+
+ARG PIP_INDEX_URL=https://pypi.org/simple
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+COPY --from=builder /opt/venv /opt/venv
+# devkit/ links to these (../pyproject.toml for its version, ../poller/... for its modules).
+COPY pyproject.toml LICENSE ./
+COPY poller/sim/ poller/sim/
+COPY poller/demo.py poller/localredis.py poller/
+COPY devkit/ devkit/
+RUN python -m ensurepip \
+    && python -m pip install --no-cache-dir --no-deps ./devkit \
+    && python -m pip check \
+    && poller sim --help >/dev/null \
+    && rm -rf /src
+
+WORKDIR /
+USER 10001:10001
+EXPOSE 8000
+ENTRYPOINT ["poller"]
+CMD ["sim", "--host", "0.0.0.0", "--port", "8000"]
 
 # --- runtime -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -19,7 +19,7 @@ One run, one emulator, the same jobs for every contender, one contender at a tim
   ``BasicCredentials(ak, sk, project_id)``, the endpoint set to the emulator's ``http://`` URL,
   a connection pool as large as the thread pool) in ``--concurrency`` threads of one
   subprocess (``--role sdk``).  Skipped, with a line saying so, when the package is missing:
-  ``pip install -e '.[bench]'``.
+  ``pip install --group bench``.
 
 Each contender runs until the emulator has answered a request for every job (for a daemon:
 every job admitted from its intake and polled once, so its first-sight events are behind it),
@@ -717,7 +717,7 @@ def compare(args: argparse.Namespace, out: IO[str]) -> int:
             emulator.create_jobs(ids)
             for name in args.contenders:
                 if name == "sdk" and importlib.util.find_spec(SDK_PACKAGE) is None:
-                    reason = f"{SDK_PACKAGE} is not installed (pip install -e '.[bench]')"
+                    reason = f"{SDK_PACKAGE} is not installed (pip install --group bench)"
                     print(f"sdk: skipped: {reason}", file=out, flush=True)
                     results.append(Result(contender=name, skipped=reason))
                     continue

@@ -6,8 +6,8 @@ ships exactly the versions the test suite ran against.  Regenerate after changin
 
     .venv/bin/python deploy/freeze_constraints.py > deploy/constraints.txt
 
-Only the base dependencies are followed (no ``dev``/``demo`` extras), with environment markers
-evaluated for this interpreter (Python 3.11 on Linux, like the image).
+Only the base dependencies are followed (no dependency groups, no devkit), with environment
+markers evaluated for this interpreter (Python 3.11 on Linux, like the image).
 """
 
 from __future__ import annotations

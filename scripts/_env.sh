@@ -1,5 +1,5 @@
 # Shared by scripts/demo and scripts/test: find Python >= 3.11, make .venv, install the package.
-# Usage: source scripts/_env.sh; ensure_venv EXTRAS   (e.g. "dev" or "demo")
+# Usage: source scripts/_env.sh; ensure_venv NAMES   (e.g. "dev,bench" or "demo"; see ensure_venv)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +31,17 @@ find_python() {
 }
 
 ensure_venv() {
-  local extras="$1" py stamp
+  # NAMES: comma-separated dependency groups of pyproject.toml (dev, bench), and "demo" for the
+  # devkit's demo extra.  Always the package and servicestage-job-poller-devkit (devkit/),
+  # both editable: the checkout's poller/ has the emulator and the demo either way.
+  local names="$1" py stamp name list=() devkit="$ROOT/devkit" groups=()
+  IFS=, read -r -a list <<<"$names"
+  for name in ${list[@]+"${list[@]}"}; do
+    case "$name" in
+      demo) devkit="$ROOT/devkit[demo]" ;;
+      *) groups+=(--group "$ROOT/pyproject.toml:$name") ;;
+    esac
+  done
   if [ ! -x "$VENV/bin/python" ]; then
     py="$(find_python)"
     say "creating virtualenv $VENV with $py"
@@ -42,12 +52,15 @@ ensure_venv() {
       "$py" -m venv "$VENV"
     fi
   fi
-  stamp="$VENV/.installed-${extras:-base}"
-  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-    say "installing poller${extras:+[$extras]} into $VENV"
-    # pip's and setuptools' chatter goes to a log, shown only when something fails
-    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
-      "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}"; } >"$VENV/pip.log" 2>&1; then
+  stamp="$VENV/.installed-${names:-base}"
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] ||
+    [ "$ROOT/devkit/pyproject.toml" -nt "$stamp" ]; then
+    say "installing poller and its devkit${names:+ ($names)} into $VENV"
+    # pip's and setuptools' chatter goes to a log, shown only when something fails.  pip 25.1
+    # is the first to install dependency groups (--group).
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade 'pip>=25.1' &&
+      "$VENV/bin/python" -m pip install -q -e "$ROOT" -e "$devkit" ${groups[@]+"${groups[@]}"}; } \
+      >"$VENV/pip.log" 2>&1; then
       cat "$VENV/pip.log" >&2
       echo "installing the package failed (log above, also in $VENV/pip.log)" >&2
       return 1

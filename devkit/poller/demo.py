@@ -1,0 +1,1 @@
+../../poller/demo.py

@@ -1,0 +1,1 @@
+../../poller/localredis.py
