@@ -106,6 +106,10 @@ class Settings:
     # capacity
     concurrency: int = 64
     rate_limit: float = 0.0
+    # after a 401 under AK/SK every replica pauses this long, doubling per 401 in a row up to
+    # the max (the provider locks a key pair after more than 5 bad signatures in a row)
+    auth_pause: float = 30.0
+    auth_pause_max: float = 300.0
     lease_seconds: float = 30.0
     claim_batch: int = 100
     # retention of events and finished jobs
@@ -248,7 +252,7 @@ def _as_secret(name: str, raw: Any) -> Secret:
 _FLOATS = {
     "poll_interval", "poll_interval_max", "backoff_initial", "backoff_max", "job_timeout",
     "not_found_grace", "request_timeout", "rate_limit", "lease_seconds", "retention",
-    "seq_memory", "shutdown_grace", "redis_wait_timeout",
+    "seq_memory", "shutdown_grace", "redis_wait_timeout", "auth_pause", "auth_pause_max",
 }  # fmt: skip
 _INTS = {
     "page_size", "concurrency", "claim_batch", "events_maxlen", "http_port", "web_port",
@@ -427,6 +431,7 @@ def _validate(s: Settings) -> None:
         ("POLLER_LEASE_SECONDS", s.lease_seconds),
         ("POLLER_RETENTION", s.retention),
         ("POLLER_SEQ_MEMORY", s.seq_memory),
+        ("POLLER_AUTH_PAUSE", s.auth_pause),
     ]
     for name, value in positive:
         _check(value > 0, f"{name}: must be greater than 0")
@@ -437,6 +442,10 @@ def _validate(s: Settings) -> None:
     _check(
         s.backoff_max >= s.backoff_initial,
         "POLLER_BACKOFF_MAX: must be at least POLLER_BACKOFF_INITIAL",
+    )
+    _check(
+        s.auth_pause_max >= s.auth_pause,
+        "POLLER_AUTH_PAUSE_MAX: must be at least POLLER_AUTH_PAUSE",
     )
     _check(1 <= s.page_size <= 1000, "POLLER_PAGE_SIZE: must be between 1 and 1000")
     _check(1 <= s.concurrency <= 100_000, "POLLER_CONCURRENCY: must be between 1 and 100000")
