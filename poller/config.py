@@ -126,6 +126,10 @@ class Settings:
     # --- capacity --------------------------------------------------------------------------
     concurrency: int = 64
     rate_limit: float = 0.0
+    # after a 401 under AK/SK every replica pauses this long, doubling per 401 in a row up to
+    # the max (the provider locks a key pair after more than 5 bad signatures in a row)
+    auth_pause: float = 30.0
+    auth_pause_max: float = 300.0
     lease_seconds: float = 30.0
     claim_batch: int = 100
     # --- retention of events and finished jobs ---------------------------------------------
@@ -565,8 +569,13 @@ def _validate(s: Settings) -> None:
         ("POLLER_LEASE_SECONDS", s.lease_seconds),
         ("POLLER_RETENTION", s.retention),
         ("POLLER_SEQ_MEMORY", s.seq_memory),
+        ("POLLER_AUTH_PAUSE", s.auth_pause),
     ):
         _check(value > 0, f"{name}: must be greater than 0")
+    _check(
+        s.auth_pause_max >= s.auth_pause,
+        "POLLER_AUTH_PAUSE_MAX: must be at least POLLER_AUTH_PAUSE",
+    )
     _check(1 <= s.concurrency <= 100_000, "POLLER_CONCURRENCY: must be between 1 and 100000")
     _check(1 <= s.claim_batch <= 10_000, "POLLER_CLAIM_BATCH: must be between 1 and 10000")
     _check(s.events_maxlen >= 1, "POLLER_EVENTS_MAXLEN: must be at least 1")

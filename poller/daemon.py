@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import ssl
 import time
@@ -19,9 +18,11 @@ from redis.exceptions import RedisError
 
 from poller.config import Settings, replace, unknown_variables
 from poller.errors import PollerError
+from poller.limits import LimitPolicy
 from poller.servicestage.auth import AuthHooks, build_authenticator
-from poller.servicestage.client import Gate, ServiceStageClient
+from poller.servicestage.client import ServiceStageClient
 from poller.servicestage.proxy import env_proxy
+from poller.shared_limits import SharedLimits
 from poller.store import Keys, Store, connect
 from poller.store.connection import RedisClient
 from poller.telemetry import REDACTOR, Health, Metrics, bind_replica, get_logger, health_app
@@ -98,24 +99,14 @@ async def _node_warnings(
     return warnings
 
 
-def _rate_gate(store: Store, per_second: float) -> Gate:
-    log = get_logger()
-    burst = max(1, int(per_second))
-
-    async def gate() -> None:
-        while True:
-            try:
-                wait = await store.acquire_rate(per_second, burst)
-            except RedisError as exc:
-                # Fail open: Redis trouble already stalls commits; don't stall polls twice.
-                log.warning("rate limiter unavailable", error=str(exc))
-                return
-            if wait <= 0:
-                return
-            # Spread the retries over one slot: every waiting poll was told the same time.
-            await anyio.sleep(wait + random.random() / per_second)
-
-    return gate
+def limit_policy(settings: Settings) -> LimitPolicy:
+    """The pauses every replica keeps to, from the settings: a probe may take a whole request
+    (its timeout) and a little more before another replica may probe instead."""
+    return LimitPolicy(
+        auth_pause=settings.auth_pause,
+        auth_pause_max=settings.auth_pause_max,
+        probe_lease=settings.request_timeout + 5.0,
+    )
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext:
@@ -149,16 +140,23 @@ async def build_worker(
                 refreshed=lambda result: metrics.token_refreshes.labels(result).inc(),
             )
             auth = build_authenticator(settings, session, hooks=hooks)
+            limits = SharedLimits(
+                store,
+                limit_policy(settings),
+                rate=settings.rate_limit,
+                metrics=metrics,
+                owner=settings.replica_id,
+            )
             client = ServiceStageClient(
                 session,
                 settings.base_url,
                 auth,
                 page_size=settings.page_size,
                 request_timeout=settings.request_timeout,
-                gate=_rate_gate(store, settings.rate_limit) if settings.rate_limit > 0 else None,
                 on_response=lambda code: metrics.api_responses.labels(code).inc(),
                 on_auth_problem=auth_problem,
                 proxy=env_proxy(settings.base_url),
+                limits=limits,
             )
             worker = Worker(settings, store, client, metrics=metrics, health=health)
 
@@ -174,6 +172,7 @@ async def build_worker(
             store.on_wait_short = wait_short
             async with anyio.create_task_group() as tg:
                 tg.start_soon(auth.maintain)
+                tg.start_soon(limits.maintain)
                 yield worker
                 tg.cancel_scope.cancel()
     finally:

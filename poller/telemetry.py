@@ -254,6 +254,25 @@ class Metrics:
             ["op"],
             registry=r,
         )
+        self.limit_trips = Counter(
+            "poller_limit_trips_total",
+            "Pauses of every replica this replica began, by cause: throttled (a 429), "
+            "unauthorized (a 401 under AK/SK).",
+            ["cause"],
+            registry=r,
+        )
+        self.limit_held = Counter(
+            "poller_limit_held_total",
+            "API requests this replica held back because every replica pauses, by cause.",
+            ["cause"],
+            registry=r,
+        )
+        self.limit_pause = Gauge(
+            "poller_limit_pause_seconds",
+            "Seconds left of the pause every replica keeps to, as this replica knows it.",
+            ["cause"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "poller_polls_in_flight", "Polls running in this replica.", registry=r
         )

@@ -70,6 +70,12 @@ class Authenticator(Protocol):
         job (and does not call :meth:`refresh`)."""
         ...
 
+    @property
+    def principal(self) -> str:
+        """The access key ID requests are signed with now (``""`` when there is none): the key
+        pair a 401 counts against, so the replicas signing with one share its pause."""
+        ...
+
     async def headers(
         self, method: str, url: URL, headers: Mapping[str, str], body: bytes
     ) -> dict[str, str]:
@@ -91,6 +97,10 @@ class Authenticator(Protocol):
 
 class _NoUpkeep:
     pause_on_unauthorized = False
+
+    @property
+    def principal(self) -> str:
+        return ""
 
     async def refresh(self, rejected: Mapping[str, str]) -> None:
         return None
@@ -199,6 +209,10 @@ class AkSk(_NoUpkeep):
 
     name = "aksk"
     pause_on_unauthorized = True
+
+    @property
+    def principal(self) -> str:
+        return self._ak.reveal()
 
     def __init__(
         self,
@@ -389,6 +403,7 @@ class IamToken(_Renewed[Secret]):
 
     name = "iam"
     pause_on_unauthorized = False
+    principal = ""
     _nothing_yet = "no IAM token yet"
 
     def __init__(
@@ -574,6 +589,11 @@ class MetadataCredentials(_Renewed[TemporaryCredential]):
         other one to give."""
         current = self._current
         return current is not None and self._refused == current.security_token.reveal()
+
+    @property
+    def principal(self) -> str:
+        current = self._current
+        return current.access_key if current is not None else ""
 
     def _identity(self, credential: TemporaryCredential) -> str:
         return credential.security_token.reveal()

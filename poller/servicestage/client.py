@@ -16,9 +16,9 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
-from poller.backoff import exponential_ceiling
 from poller.clock import SYSTEM_CLOCK, Clock
 from poller.ids import is_valid_id
+from poller.limits import Cause, scope_of
 from poller.servicestage.auth import Authenticator, AuthUnavailable
 from poller.servicestage.models import (
     MalformedResponse,
@@ -38,6 +38,7 @@ from poller.servicestage.outcomes import (
     Transient,
 )
 from poller.servicestage.proxy import DIRECT, Proxy
+from poller.shared_limits import Answer, Held, SharedLimits
 
 MAX_PAGES: Final = 1000
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
@@ -86,37 +87,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(seconds, 3600.0)
 
 
-class UnauthorizedPause:
-    """A replica-wide pause after a 401 where retrying per job would make things worse.
-
-    ServiceStage locks an AK/SK pair for 5 minutes after more than 5 bad signatures in a row,
-    so one 401 stops every poll for 30 s, doubling per consecutive 401 up to 5 minutes.
-    """
-
-    def __init__(self, clock: Clock, base: float = 30.0, cap: float = 300.0) -> None:
-        self._clock = clock.monotonic
-        self._base = base
-        self._cap = cap
-        self._until = 0.0
-        self.failures = 0
-
-    def remaining(self) -> float:
-        return max(0.0, self._until - self._clock())
-
-    def trip(self) -> float:
-        """Start (or lengthen) the pause; returns its length in seconds."""
-        self.failures += 1
-        length = exponential_ceiling(self.failures, self._base, self._cap)
-        self._until = self._clock() + length
-        return length
-
-    def reset(self) -> None:
-        self.failures = 0
-        self._until = 0.0
-
-
 class ServiceStageClient:
-    """Polls job details over one shared :class:`aiohttp.ClientSession`."""
+    """Polls job details over one shared :class:`aiohttp.ClientSession`.
+
+    Every request passes ``limits`` first (the global rate limit and the pauses every replica
+    keeps to after a 401 under AK/SK or a 429; by default this process's alone) and tells it
+    the answer; ``gate`` is one more wait before each request (tests).
+    """
 
     def __init__(
         self,
@@ -131,6 +108,7 @@ class ServiceStageClient:
         on_auth_problem: Callable[[str], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         proxy: Proxy = DIRECT,
+        limits: SharedLimits | None = None,
     ) -> None:
         self._session = session
         self._proxy = proxy
@@ -142,8 +120,9 @@ class ServiceStageClient:
         self._on_response = on_response
         self._on_auth_problem = on_auth_problem
         self._clock = clock
-        self._pause = UnauthorizedPause(clock)
-        self._auth_failing = False
+        self.limits = limits or SharedLimits(clock=clock)
+        self._auth_failing = False  # a 401 reported under a method that does not pause
+        self._pause_reported = False  # an auth problem reported for a pause
 
     async def fetch_job(self, project_id: str, job_id: str, instance_id: str = "") -> PollOutcome:
         """Every page of the job, merged into one snapshot, or why not."""
@@ -182,22 +161,30 @@ class ServiceStageClient:
             offset += len(result.tasks)
         return Fetched(assemble(pages, job_id), requests=len(pages))
 
+    def _scope(self) -> str:
+        """Whose pauses a 401 to the next request counts against (``""``: nobody's)."""
+        return scope_of(self._auth.principal) if self._auth.pause_on_unauthorized else ""
+
     async def _get_page(self, url: URL) -> Page | PollOutcome:
         for attempt in (1, 2):
-            paused = self._pause.remaining()
-            if paused > 0:
-                return Transient("authentication paused after a 401", retry_after=paused)
+            scope = self._scope()
+            ticket = await self.limits.admit(scope)
+            if isinstance(ticket, Held):
+                return self._held(ticket)
             if self._gate is not None:
                 await self._gate()
-                paused = self._pause.remaining()  # a 401 may have come in while we waited
-                if paused > 0:
-                    return Transient("authentication paused after a 401", retry_after=paused)
+                held = self.limits.check(scope)  # a pause may have begun while we waited
+                if held is not None:
+                    await self.limits.settle(ticket, Answer.INCONCLUSIVE)
+                    return self._held(held)
             headers = {"Content-Type": "application/json;charset=utf8"}
             try:
                 credentials = await self._auth.headers("GET", url, headers, b"")
                 headers.update(credentials)
             except AuthUnavailable as exc:
+                await self.limits.settle(ticket, Answer.INCONCLUSIVE)
                 return Transient(f"credentials unavailable: {exc}")
+            failure: Transient | None = None
             try:
                 async with self._session.get(
                     url,
@@ -215,17 +202,23 @@ class ServiceStageClient:
                     body = await _read_body(resp)
             except BodyTooLarge:
                 self._note("error")
-                return Transient(f"response body over {MAX_BODY_BYTES} bytes")
+                failure = Transient(f"response body over {MAX_BODY_BYTES} bytes")
             except TimeoutError:
                 self._note("timeout")
-                return Transient("request timed out")
+                failure = Transient("request timed out")
             except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
                 self._note("error")
-                return Transient(f"connection failed: {type(exc).__name__}")
+                failure = Transient(f"connection failed: {type(exc).__name__}")
+            if failure is not None:
+                await self.limits.settle(ticket, Answer.INCONCLUSIVE)
+                return failure
             self._note(str(status))
-            if status != 401 and (self._pause.failures or self._auth_failing):
-                self._pause.reset()
-                self._auth_failing = False
+            answer = _answer(status, pausing=self._auth.pause_on_unauthorized)
+            trip = await self.limits.settle(ticket, answer, retry_after)
+            if (answer is Answer.ACCEPTED and self._pause_reported) or (
+                status != 401 and self._auth_failing
+            ):
+                self._pause_reported = self._auth_failing = False
                 self._report_auth("")
             if status == 200:
                 try:
@@ -242,14 +235,16 @@ class ServiceStageClient:
                     except AuthUnavailable as exc:
                         return Transient(f"credentials unavailable: {exc}")
                     continue
-                if self._auth.pause_on_unauthorized and self._pause.remaining() <= 0:
+                if self._auth.pause_on_unauthorized:
                     # Polls already in flight may bring more 401s: one pause per window.
-                    pause = self._pause.trip()
-                    self._report_auth(
-                        f"401 under {self._auth.name} ({detail}, request_id={request_id or '-'}); "
-                        f"all polling paused for {pause:.0f}s"
-                    )
-                elif not self._auth.pause_on_unauthorized:
+                    if trip is not None and trip.began:
+                        self._pause_reported = True
+                        self._report_auth(
+                            f"401 under {self._auth.name} ({detail}, "
+                            f"request_id={request_id or '-'}); all polling paused for "
+                            f"{trip.length:.0f}s{self._everywhere()}"
+                        )
+                else:
                     self._auth_failing = True
                     self._report_auth(
                         f"401 under {self._auth.name} even after refreshing credentials "
@@ -267,6 +262,23 @@ class ServiceStageClient:
                 request_id=request_id,
             )
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _everywhere(self) -> str:
+        return ", on every replica" if self.limits.shared else ""
+
+    def _held(self, held: Held) -> Transient:
+        """The outcome of a request a pause held back (it sent nothing)."""
+        if held.cause is Cause.THROTTLED:
+            return Transient(
+                "throttled: every replica paused after a 429", retry_after=held.remaining
+            )
+        if not self._pause_reported:
+            self._pause_reported = True
+            self._report_auth(
+                f"polling paused after a 401 under {self._auth.name}{self._everywhere()}: "
+                f"{held.remaining:.0f}s left"
+            )
+        return Transient("authentication paused after a 401", retry_after=held.remaining)
 
     def _report_auth(self, problem: str) -> None:
         if self._on_auth_problem is not None:
@@ -291,6 +303,18 @@ async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
         if len(body) > MAX_BODY_BYTES:
             raise BodyTooLarge
     return bytes(body)
+
+
+def _answer(status: int, *, pausing: bool) -> Answer:
+    """What an HTTP status says about the limits.  Only an answer the gateway gives after it
+    judged the credentials proves a key works: a 429 or a 5xx may come before that."""
+    if status == 401:
+        return Answer.UNAUTHORIZED if pausing else Answer.INCONCLUSIVE
+    if status == 429:
+        return Answer.THROTTLED
+    if status >= 500:
+        return Answer.INCONCLUSIVE
+    return Answer.ACCEPTED
 
 
 def _short(exc: Exception) -> str:

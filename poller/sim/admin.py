@@ -1,5 +1,6 @@
-"""The ``/_sim`` admin API: create and inspect jobs, move the clock, set faults, read counters,
-inspect credentials, revoke IAM tokens and lift AK locks.
+"""The ``/_sim`` admin API: create and inspect jobs, move the clock, set faults, read counters
+and request arrival times, start a 429 burst, inspect credentials, revoke IAM tokens and lift
+AK locks.
 
 It needs no credentials and is never faulted.  Errors are ``{"error": "..."}``.
 """
@@ -31,9 +32,12 @@ def add_admin_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/_sim/faults", replace_faults)
     router.add_get("/_sim/stats", read_stats)
     router.add_delete("/_sim/stats", reset_stats)
+    router.add_get("/_sim/requests", read_requests)
+    router.add_post("/_sim/throttle", start_throttle)
     router.add_get("/_sim/auth", read_auth)
     router.add_post("/_sim/iam/revoke", revoke_iam_tokens)
     router.add_post("/_sim/aksk/unlock", unlock_access_keys)
+    router.add_post("/_sim/aksk/secret", replace_secret)
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -124,6 +128,42 @@ async def reset_stats(request: web.Request) -> web.Response:
     return web.json_response(state.stats.as_dict())
 
 
+async def read_requests(request: web.Request) -> web.Response:
+    """``GET /_sim/requests[?since=epoch]``: the API requests' arrival times (wall clock, epoch
+    seconds) and statuses (0: reset), oldest first; the most recent 200,000 are kept."""
+    raw = request.query.get("since")
+    since = float("-inf")
+    if raw is not None:
+        try:
+            since = float(raw)
+        except ValueError:
+            return _error(400, f"since: expected epoch seconds, got {raw!r}")
+        if not math.isfinite(since):
+            return _error(400, "since: expected a finite number")
+    return web.json_response(request.app[STATE].requests.as_dict(since))
+
+
+async def start_throttle(request: web.Request) -> web.Response:
+    """``POST /_sim/throttle {"seconds": s, "retry_after": n}``: from the next API request on,
+    answer every one with 429 ``APIG.0308`` and ``Retry-After: n`` for ``s`` seconds."""
+    body = await _json_body(request)
+    if not isinstance(body, dict) or set(body) - {"seconds", "retry_after"}:
+        return _error(400, 'expected {"seconds": s, "retry_after": n}')
+    seconds = body.get("seconds")
+    retry_after = body.get("retry_after", 2)
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or not 0 < seconds <= 3600
+    ):
+        return _error(400, "seconds: expected a number in (0, 3600]")
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int) or not retry_after >= 0:
+        return _error(400, "retry_after: expected a whole number of seconds, 0 or more")
+    request.app[STATE].throttle_for(float(seconds), retry_after)
+    return web.json_response({"seconds": float(seconds), "retry_after": retry_after})
+
+
 async def read_auth(request: web.Request) -> web.Response:
     """``GET /_sim/auth``: accepted credentials without secrets, AK lock state, live tokens."""
     return web.json_response(auth_overview(request.app[STATE]))
@@ -138,6 +178,23 @@ async def unlock_access_keys(request: web.Request) -> web.Response:
     """``POST /_sim/aksk/unlock``: lift every AK lock and forget the failure counts."""
     aksk = request.app[STATE].aksk
     return web.json_response({"unlocked": aksk.unlock() if aksk is not None else []})
+
+
+async def replace_secret(request: web.Request) -> web.Response:
+    """``POST /_sim/aksk/secret {"access_key": AK, "secret_key": SK}``: accept SK for AK from now
+    on (a client's wrong secret becomes the right one: recovery tests).  The answer names the AK
+    only."""
+    aksk = request.app[STATE].aksk
+    body = await _json_body(request)
+    if aksk is None:
+        return _error(409, "no access keys configured")
+    if not isinstance(body, dict) or set(body) != {"access_key", "secret_key"}:
+        return _error(400, 'expected {"access_key": ..., "secret_key": ...}')
+    try:
+        aksk.replace_secret(body["access_key"], body["secret_key"])
+    except ValueError as exc:  # names the AK at most, never the secret
+        return _error(400, str(exc))
+    return web.json_response({"access_key": body["access_key"]})
 
 
 def auth_overview(state: SimState) -> dict[str, object]:

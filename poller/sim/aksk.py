@@ -229,6 +229,11 @@ class AkSkVerifier:
         self._observe("rejected")
         return Verdict(accepted=False, detail=_detail(result))
 
+    def replace_secret(self, access_key: str, secret_key: str) -> None:
+        """Accept ``secret_key`` for ``access_key`` from now on (as if the clients' wrong secret
+        had been the right one all along: tests of recovering from a wrong secret)."""
+        self._keys = check_access_keys({**self._keys, access_key: secret_key})
+
     def failures(self, access_key: str) -> int:
         """Signature failures in a row for ``access_key`` (0 when unknown)."""
         state = self._state.get(access_key)

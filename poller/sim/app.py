@@ -50,6 +50,7 @@ HTML_500: Final = (
 DEEP_JSON_BODY: Final = b"[" * DEEP_JSON_DEPTH + b"]" * DEEP_JSON_DEPTH
 REQUEST_ID_HEADER: Final = "X-Request-Id"
 _TRUE_FALSE: Final = {"true": True, "false": False}
+_WAS_RESET: Final = web.RequestKey("poller_sim_reset", bool)
 
 
 def create_app(
@@ -87,9 +88,27 @@ def new_request_id() -> str:
 async def get_job_details(request: web.Request) -> web.StreamResponse:
     """Answer one job-details request, or the fault drawn for it."""
     state = request.app[STATE]
+    arrived = state.wall_clock()
+    try:
+        response = await _details_or_fault(request, state, arrived)
+    except BaseException:
+        state.requests.record(arrived, 0)
+        raise
+    state.requests.record(arrived, 0 if request.get(_WAS_RESET) else response.status)
+    return response
+
+
+async def _details_or_fault(
+    request: web.Request, state: SimState, arrived: float
+) -> web.StreamResponse:
     request_id = new_request_id()
     stats = state.stats
     stats.requests += 1
+    retry_after = state.throttled(arrived)
+    if retry_after is not None:
+        stats.by_fault[FaultKind.THROTTLED_429.value] += 1
+        stats.by_status[429] += 1
+        return _throttled(request_id, retry_after)
     faults = state.faults
     if faults.latency > 0 or faults.latency_jitter > 0:
         stats.by_fault["latency"] += 1
@@ -179,16 +198,26 @@ def _fault_response(kind: FaultKind, faults: FaultConfig, request_id: str) -> we
         return web.Response(
             status=200, body=DEEP_JSON_BODY, content_type="application/json", headers=headers
         )
+    if kind is FaultKind.THROTTLED_429:
+        return _throttled(request_id, faults.retry_after)
     headers["Retry-After"] = str(faults.retry_after)
-    if kind is FaultKind.UNAVAILABLE_503:
-        status, body = 503, error_body(UNAVAILABLE, "Backend unavailable", request_id)
-    else:
-        status, body = 429, error_body(THROTTLED, THROTTLED_MESSAGE, request_id)
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    body = error_body(UNAVAILABLE, "Backend unavailable", request_id)
+    return web.Response(status=503, body=body, content_type="application/json", headers=headers)
+
+
+def _throttled(request_id: str, retry_after: int) -> web.Response:
+    """The gateway's 429 ``APIG.0308``."""
+    return web.Response(
+        status=429,
+        body=error_body(THROTTLED, THROTTLED_MESSAGE, request_id),
+        content_type="application/json",
+        headers={REQUEST_ID_HEADER: request_id, "Retry-After": str(retry_after)},
+    )
 
 
 def _reset(request: web.Request) -> web.Response:
     """Abort the connection; aiohttp then fails quietly to send the returned response."""
+    request[_WAS_RESET] = True
     transport = request.transport
     if transport is not None:
         transport.abort()

@@ -63,9 +63,13 @@ admin API (no auth, never faulted):
   POST /_sim/clock           {"advance": seconds} move the clock forward
   POST /_sim/faults          replace the fault settings, e.g. {"throttled_429": 0.2}
   GET  /_sim/stats           request counts by status code, fault kind and job; IAM and AK/SK
+  GET  /_sim/requests        API request arrival times and statuses ([?since=epoch])
+  POST /_sim/throttle        {"seconds": 0.5, "retry_after": 3}: a burst of 429s from the next
+                             request on
   GET  /_sim/auth            access key IDs, lock state, IAM users, live tokens (no secrets)
   POST /_sim/iam/revoke      refuse every IAM token issued so far (as after a password change)
   POST /_sim/aksk/unlock     lift AK locks and reset failure counts
+  POST /_sim/aksk/secret     {"access_key": AK, "secret_key": SK}: accept SK for AK from now on
   GET  /_sim/metadata        metadata service counters and live temporary AKs (no secrets)
   POST /_sim/metadata        {"rotate": true}, {"available": false}, {"agency": false},
                              {"token_required": true}

@@ -18,6 +18,7 @@ from poller.sim.admin import auth_overview
 from poller.sim.app import JOB_DETAILS_PATH, create_app
 from poller.sim.config import SimConfig
 from poller.sim.faults import parse_faults
+from poller.sim.requestlog import Arrival
 from poller.sim.scenario import JobSpec, parse_job
 from poller.sim.state import STATE, SimState
 
@@ -131,6 +132,15 @@ class SimHandle:
         """Zero the request counters (like ``DELETE /_sim/stats``)."""
         self.state.reset_stats()
 
+    async def requests(self, since: float = float("-inf")) -> list[Arrival]:
+        """API requests' arrival times and statuses, oldest first (like ``GET /_sim/requests``)."""
+        return self.state.requests.since(since)
+
+    async def throttle(self, seconds: float, retry_after: int = 2) -> None:
+        """Answer every API request with 429 for ``seconds`` from the next one on (like
+        ``POST /_sim/throttle``)."""
+        self.state.throttle_for(seconds, retry_after)
+
     async def revoke_iam_tokens(self) -> int:
         """Refuse every IAM token issued so far (like ``POST /_sim/iam/revoke``); how many
         were live.  New tokens can still be obtained, as after a password change."""
@@ -140,6 +150,12 @@ class SimHandle:
         """Lift every AK lock and reset failure counts (like ``POST /_sim/aksk/unlock``);
         the AKs that were locked."""
         return self.state.aksk.unlock() if self.state.aksk is not None else []
+
+    async def replace_secret(self, access_key: str, secret_key: str) -> None:
+        """Accept ``secret_key`` for ``access_key`` from now on (no admin endpoint: tests)."""
+        if self.state.aksk is None:
+            raise KeyError("no access keys configured")
+        self.state.aksk.replace_secret(access_key, secret_key)
 
     async def auth_status(self) -> dict[str, Any]:
         """Credentials without secrets, AK lock state, live IAM tokens (like ``GET /_sim/auth``)."""

@@ -18,6 +18,7 @@ from poller.sim.faults import FaultConfig, FaultKind, FaultTable, fault_table
 from poller.sim.hostile import Quirk, hostile_count, hostile_task, parse_quirks
 from poller.sim.model import EmulatedJobState, change_points, state_at, state_version
 from poller.sim.render import JsonObject, details_body, job_object, task_object, upper_keys
+from poller.sim.requestlog import RequestLog, ThrottleBurst
 from poller.sim.scenario import JobSpec, resolve_job
 from poller.sim.tokens import IssuedTokens, IssuedTokenVerifier
 
@@ -195,6 +196,8 @@ class SimState:
         self.wall_clock = wall_clock
         self.jobs: dict[str, SimJob] = {}
         self.stats = SimStats()
+        self.requests = RequestLog()
+        self.throttle: ThrottleBurst | None = None
         self.iam_tokens = IssuedTokens(config.iam_token_lifetime, wall_clock=wall_clock)
         self.aksk: AkSkVerifier | None = None
         if config.access_keys:
@@ -242,8 +245,23 @@ class SimState:
             self.rng.seed(faults.seed)
 
     def reset_stats(self) -> None:
-        """Zero the request counters."""
+        """Zero the request counters and forget the request log."""
         self.stats = SimStats()
+        self.requests = RequestLog(self.requests.capacity)
+
+    def throttle_for(self, seconds: float, retry_after: int) -> None:
+        """Answer every API request with 429 for ``seconds`` from the next one on."""
+        self.throttle = ThrottleBurst(seconds, retry_after)
+
+    def throttled(self, now: float) -> int | None:
+        """The ``Retry-After`` of the burst the request arriving ``now`` is in, if any."""
+        burst = self.throttle
+        if burst is None:
+            return None
+        if burst.applies(now):
+            return burst.retry_after
+        self.throttle = None
+        return None
 
     def _count_aksk(self, outcome: str) -> None:
         self.stats.by_aksk[outcome] += 1

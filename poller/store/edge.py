@@ -186,7 +186,8 @@ class RedisEdge:
         self._release = redis.register_script(schema.RELEASE)
         self._commit = redis.register_script(schema.COMMIT)
         self._abandon = redis.register_script(schema.ABANDON)
-        self._rate = redis.register_script(schema.ACQUIRE_RATE)
+        self._gate_limits = redis.register_script(schema.GATE_LIMITS)
+        self._report_limits = redis.register_script(schema.REPORT_LIMITS)
         self._requeue = redis.register_script(schema.REQUEUE_DEAD)
 
     async def _run_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:

@@ -724,16 +724,177 @@ return out
 """
 
 
-# Global rate limit (GCRA) on the server's clock, shared by every replica.
-# KEYS: ratelimit.  ARGV: emission interval (ms), burst.  Returns ms to wait (0: go).
-ACQUIRE_RATE: Final = """
+# --- shared limits: the global rate limit and the pauses every replica keeps to -------------
+#
+# ``P:ratelimit`` holds the GCRA's theoretical arrival time (ms, Redis's clock).  ``P:limits``
+# is a hash of pauses (deadlines are ms on Redis's clock):
+#
+#   ``throttle``        the end of the pause after a 429
+#   ``auth:{scope}``    one access key's standing (``scope`` is a fingerprint of the AK):
+#                       ``ok:{since}`` (a request signed with it was accepted) or
+#                       ``n:{failures}:{until}:{since}`` (paused after ``failures`` 401s in a
+#                       row; once ``until`` passes, one probe goes first); absent: unknown,
+#                       which is probed like the end of a pause
+#   ``probe:{scope}``   ``{owner}:{until}``: the one request allowed to test the key, leased
+#
+# Both scripts answer with the same tail, the state as they leave it (``read_limits``):
+#   server time (µs, as text: orders the replies), throttle ms left, auth status
+#   (``ok``/``unknown``/``paused``), failures, auth pause ms left, probe lease ms left.
+# A ``P:limits`` of another type is read as "no pauses" and never written (fail open).
+_LIMITS_PRELUDE: Final = """
 local t = redis.call('TIME')
-local now = t[1] * 1000 + t[2] / 1000
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local allow_at = tat + interval - tonumber(ARGV[2]) * interval
-if allow_at > now then return math.ceil(allow_at - now) end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
-return 0
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
+local function read_limits(key, scope)
+  local s = {throttle = 0, status = 'ok', failures = 0, auth = 0, probe = 0, holder = '',
+             writable = true}
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= 'hash' then s.writable = false; return s end
+  local f = redis.call('HMGET', key, 'throttle', 'auth:' .. scope, 'probe:' .. scope)
+  s.throttle = math.max(0, (tonumber(f[1]) or 0) - now)
+  if scope == '' then return s end
+  s.status = 'unknown'
+  if f[2] then
+    if string.sub(f[2], 1, 3) == 'ok:' then
+      s.status = 'ok'
+    else
+      local n, u = string.match(f[2], '^n:(%d+):(%d+)')
+      if n then
+        s.status = 'paused'
+        s.failures = tonumber(n)
+        s.auth = math.max(0, tonumber(u) - now)
+      end
+    end
+  end
+  if f[3] then
+    local owner, u = string.match(f[3], '^(.*):(%d+)$')
+    if owner and tonumber(u) > now then s.probe = tonumber(u) - now; s.holder = owner end
+  end
+  return s
+end
+local function tail(s)
+  return {stamp, math.ceil(s.throttle), s.status, s.failures, math.ceil(s.auth),
+          math.ceil(s.probe)}
+end
+local function ms(x) return string.format('%d', math.ceil(x)) end
 """
+
+# Before one API request: may it go now?
+# KEYS: ratelimit, limits.  ARGV: mode (``go``; ``peek`` only reads), emission interval
+# (whole µs, rounded up; ``0``: no rate limit), burst, scope (``''``: the request risks no key
+# lock), probe owner, probe lease (ms).
+# The GCRA counts in whole microseconds of Redis's clock (exact in a double), so grants are
+# never closer than the interval by a rounding; the theoretical arrival time is stored as ms
+# with three decimals (``P:ratelimit`` has always held ms).
+# Returns the verdict, ms to wait for the rate limit, then the tail:
+#   ``go``      send it (a rate-limit slot was taken)
+#   ``probe``   send it as the key's one probe (the lease is the owner's)
+#   ``rate``    wait that many ms and ask again (nothing taken)
+#   ``paused``  a pause or another's probe holds it back (the tail says which; nothing taken)
+#   ``peek``    nothing decided (mode ``peek``)
+GATE_LIMITS: Final = (
+    _LIMITS_PRELUDE
+    + """
+local s = read_limits(KEYS[2], ARGV[4])
+if ARGV[1] ~= 'go' then
+  local out = tail(s); table.insert(out, 1, 0); table.insert(out, 1, 'peek'); return out
+end
+local verdict, wait = 'go', 0
+local probing = ARGV[4] ~= '' and s.status ~= 'ok' and s.writable
+if s.throttle > 0 or s.auth > 0 or (probing and s.probe > 0) then
+  verdict = 'paused'
+else
+  local interval = tonumber(ARGV[2])
+  if interval > 0 then
+    local stored = tonumber(redis.call('GET', KEYS[1]) or '')
+    local tat = stored and math.floor(stored * 1000 + 0.5) or now_us
+    if tat < now_us then tat = now_us end
+    local allow_at = tat + interval - tonumber(ARGV[3]) * interval
+    if allow_at > now_us then
+      verdict, wait = 'rate', math.ceil((allow_at - now_us) / 1000)
+    else
+      redis.call('SET', KEYS[1], string.format('%.3f', (tat + interval) / 1000), 'PX',
+                 math.ceil((tat + interval - now_us) / 1000) + 1000)
+    end
+  end
+  if verdict == 'go' and probing then
+    local lease = tonumber(ARGV[6])
+    redis.call('HSET', KEYS[2], 'probe:' .. ARGV[4], ARGV[5] .. ':' .. ms(now + lease))
+    s.probe, s.holder, verdict = lease, ARGV[5], 'probe'
+  end
+end
+local out = tail(s)
+table.insert(out, 1, wait)
+table.insert(out, 1, verdict)
+return out
+"""
+)
+
+# After one API request: what its answer means for everyone.
+# KEYS: limits.  ARGV: what, scope, probe owner (``''``: the request was no probe), throttle
+# pause (ms), then the auth pause (ms) after 1, 2, 3 ... 401s in a row (the last repeats).
+#   ``throttled``     a 429: pause everyone until now + the throttle pause (never shortened)
+#   ``unauthorized``  a 401 under AK/SK: unless the key is paused already (the request went out
+#                     before the pause began), pause it for the next length and end any probe
+#   ``ok``            a request with this key was accepted: it works (pause and count reset)
+#   ``release``       a probe that got no conclusive answer gives its lease back
+# Returns the result (``tripped``: a pause began; ``extended``: a running throttle pause got
+# longer; ``recovered``: the key works again; ``same``: nothing changed; ``corrupt``: the key is
+# not a hash), the pause length in ms, then the tail.  Writes that change a key's standing also
+# drop standings last written a day ago and not paused now (keys rotated away) and lapsed
+# probe leases, so the hash stays as small as the set of keys in use.
+REPORT_LIMITS: Final = (
+    _LIMITS_PRELUDE
+    + """
+local what, scope, owner = ARGV[1], ARGV[2], ARGV[3]
+local s = read_limits(KEYS[1], scope)
+if not s.writable then
+  local out = tail(s); table.insert(out, 1, 0); table.insert(out, 1, 'corrupt'); return out
+end
+local result, length = 'same', 0
+if what == 'throttled' then
+  length = tonumber(ARGV[4])
+  if length > s.throttle then
+    redis.call('HSET', KEYS[1], 'throttle', ms(now + length))
+    if s.throttle > 0 then result = 'extended' else result = 'tripped' end
+  end
+elseif what == 'unauthorized' and scope ~= '' then
+  if s.auth <= 0 then
+    local failures = 1
+    if s.status == 'paused' then failures = s.failures + 1 end
+    length = tonumber(ARGV[4 + math.min(failures, #ARGV - 4)])
+    redis.call('HSET', KEYS[1], 'auth:' .. scope,
+               'n:' .. failures .. ':' .. ms(now + length) .. ':' .. ms(now))
+    redis.call('HDEL', KEYS[1], 'probe:' .. scope)
+    result = 'tripped'
+  end
+elseif what == 'ok' and scope ~= '' then
+  if s.status ~= 'ok' then
+    redis.call('HSET', KEYS[1], 'auth:' .. scope, 'ok:' .. ms(now))
+    redis.call('HDEL', KEYS[1], 'probe:' .. scope)
+    result = 'recovered'
+  end
+elseif what == 'release' and scope ~= '' then
+  if owner ~= '' and s.holder == owner then redis.call('HDEL', KEYS[1], 'probe:' .. scope) end
+end
+if result == 'tripped' or result == 'recovered' then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local field, value = all[i], all[i + 1]
+    if string.sub(field, 1, 5) == 'auth:' and field ~= 'auth:' .. scope then
+      local until_ms = tonumber(string.match(value, '^n:%d+:(%d+)')) or 0
+      local since = tonumber(string.match(value, '(%d+)$')) or 0
+      if until_ms < now and since < now - 86400000 then redis.call('HDEL', KEYS[1], field) end
+    elseif string.sub(field, 1, 6) == 'probe:' then
+      local u = tonumber(string.match(value, ':(%d+)$')) or 0
+      if u < now then redis.call('HDEL', KEYS[1], field) end
+    end
+  end
+end
+local out = tail(read_limits(KEYS[1], scope))
+table.insert(out, 1, math.ceil(length))
+table.insert(out, 1, result)
+return out
+"""
+)

@@ -8,6 +8,9 @@ one idea each: :mod:`~poller.store.edge` (the client, keys, scripts and returned
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from poller.store import schema
 from poller.store.commit_ops import CommitStore
 from poller.store.connection import connect
@@ -95,12 +98,24 @@ class Store(IntakeStore, LeaseStore, CommitStore):
             "due": sum(int(n) for n in per_shard[1::2]),
         }
 
-    async def acquire_rate(self, per_second: float, burst: int = 1) -> float:
-        """Seconds to wait before the next API request under the global rate limit (0: go)."""
-        wait_ms = await self._rate(
-            keys=[self.keys.ratelimit], args=[repr(1000.0 / per_second), burst]
+    async def gate_limits(
+        self, mode: str, interval_us: int, burst: int, scope: str, owner: str, lease_ms: int
+    ) -> list[Any]:
+        """``GATE_LIMITS``: may an API request go now (rate limit, pauses, the key's probe)?"""
+        reply = await self._gate_limits(
+            keys=[self.keys.ratelimit, self.keys.limits],
+            args=[mode, interval_us, burst, scope, owner, lease_ms],
         )
-        return int(wait_ms) / 1000.0
+        return list(reply)
+
+    async def report_limits(
+        self, what: str, scope: str, owner: str, pause_ms: int, table_ms: Sequence[int]
+    ) -> list[Any]:
+        """``REPORT_LIMITS``: what an API answer means for every replica's pauses."""
+        reply = await self._report_limits(
+            keys=[self.keys.limits], args=[what, scope, owner, pause_ms, *table_ms]
+        )
+        return list(reply)
 
     async def read_events(
         self, job_id: str | None = None, start: str = "-", count: int | None = None

@@ -6,6 +6,7 @@ import json
 import random
 
 from poller.intake import Admission
+from poller.limits import parse_gate
 from poller.policy import Policy
 from poller.servicestage.models import JobSnapshot, Task
 from poller.servicestage.outcomes import Fetched, Transient
@@ -185,9 +186,11 @@ async def test_unacknowledged_inflight_messages_are_returned_again(store: Store)
 
 
 async def test_global_rate_limit_spaces_requests(store: Store) -> None:
-    assert await store.acquire_rate(10, burst=1) == 0
-    wait = await store.acquire_rate(10, burst=1)
-    assert 0 < wait <= 0.1
+    first = parse_gate(await store.gate_limits("go", 100_000, 1, "", "", 1000))
+    second = parse_gate(await store.gate_limits("go", 100_000, 1, "", "", 1000))
+    assert (first.verdict, first.wait) == ("go", 0)
+    assert second.verdict == "rate"
+    assert 0 < second.wait <= 0.1
 
 
 async def test_unreadable_job_state_is_quarantined_not_fatal(store: Store) -> None:
