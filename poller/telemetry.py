@@ -191,6 +191,16 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._declare_polling(r)
+        self._declare_intake_and_redis(r)
+        self._declare_limits(r)
+        self._declare_gauges(r)
+        self._declare_jobs(r)
+        Info("poller_build", "The running version.", registry=r).info({"version": __version__})
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def _declare_polling(self, r: CollectorRegistry) -> None:
         self.polls = Counter(
             "poller_polls_total", "Polls of a job, by outcome.", ["outcome"], registry=r
         )
@@ -222,6 +232,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+
+    def _declare_intake_and_redis(self, r: CollectorRegistry) -> None:
         self.intake = Counter(
             "poller_intake_messages_total",
             "Intake messages by result: admitted, tracked, finished, dead_letter.",
@@ -254,6 +266,8 @@ class Metrics:
             ["op"],
             registry=r,
         )
+
+    def _declare_limits(self, r: CollectorRegistry) -> None:
         self.limit_trips = Counter(
             "poller_limit_trips_total",
             "Pauses of every replica this replica began, by cause: throttled (a 429), "
@@ -273,6 +287,8 @@ class Metrics:
             ["cause"],
             registry=r,
         )
+
+    def _declare_gauges(self, r: CollectorRegistry) -> None:
         self.inflight = Gauge(
             "poller_polls_in_flight", "Polls running in this replica.", registry=r
         )
@@ -284,6 +300,8 @@ class Metrics:
             "poller_intake_queue_depth", "Messages waiting in the intake queue.", registry=r
         )
         self.dead = Gauge("poller_dead_letters", "Messages in the dead-letter list.", registry=r)
+
+    def _declare_jobs(self, r: CollectorRegistry) -> None:
         self.jobs_finished = Counter(
             "poller_jobs_finished_total",
             "Jobs whose tracking this replica ended, by final status: the terminal job status "
@@ -300,9 +318,6 @@ class Metrics:
         # Every final status from the start, so rate() and increase() see the first one too.
         for status in FINISHED_STATUSES:
             self.jobs_finished.labels(status)
-        Info("poller_build", "The running version.", registry=r).info({"version": __version__})
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
 
     def finished(self, status: str, seconds: float | None = None) -> None:
         """Count one job whose tracking ended in ``status``; ``seconds`` since first sight."""

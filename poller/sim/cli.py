@@ -90,6 +90,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser`` and set ``func`` to :func:`run_sim`."""
+    _add_serving_options(parser)
+    _add_credential_options(parser)
+    _add_job_options(parser)
+    _add_fault_options(parser)
+    parser.set_defaults(func=run_sim)
+
+
+def _add_serving_options(parser: argparse.ArgumentParser) -> None:
     serve = parser.add_argument_group("serving")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port, 0 for any (%(default)s)")
@@ -132,6 +140,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="time moves only through POST /_sim/clock",
     )
+
+
+def _add_credential_options(parser: argparse.ArgumentParser) -> None:
     creds = parser.add_argument_group("AK/SK and IAM credentials")
     creds.add_argument(
         "--access-key",
@@ -173,6 +184,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="the metadata service answers only with a session token "
         "(PUT /meta-data/latest/api/token, then X-Metadata-Token)",
     )
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
     jobs = parser.add_argument_group("jobs")
     source = jobs.add_mutually_exclusive_group()
     source.add_argument("--scenario", metavar="FILE", help="scenario file (JSON, or .toml)")
@@ -192,6 +206,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the scenario (generated and/or loaded) as JSON and exit",
     )
+
+
+def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     faults = parser.add_argument_group("fault injection (per-request probabilities)")
     faults.add_argument(
         "--error-rate", type=_rate, metavar="P", help="spread evenly over the six classic kinds"
@@ -211,7 +228,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--retry-after", type=_non_negative_int, metavar="S", help="Retry-After on 429/503 (2)"
     )
-    parser.set_defaults(func=run_sim)
 
 
 _FAULT_HELP: Final = {
