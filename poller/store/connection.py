@@ -155,7 +155,9 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> RedisClient:
             **_common(socket_timeout),
         )
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # Any: redis-py types Sentinel's constructor in some releases and not in others
+    make_sentinel: Any = Sentinel
+    sentinel = make_sentinel(
         list(target.hosts), sentinel_kwargs=timeouts, **_common(socket_timeout)
     )
     client: Redis = sentinel.master_for(
