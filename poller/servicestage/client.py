@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Final
 
@@ -38,7 +39,7 @@ from poller.servicestage.outcomes import (
     Transient,
 )
 from poller.servicestage.proxy import DIRECT, Proxy
-from poller.shared_limits import Answer, Held, SharedLimits
+from poller.shared_limits import Answer, Held, SharedLimits, Trip
 
 MAX_PAGES: Final = 1000
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
@@ -166,102 +167,111 @@ class ServiceStageClient:
         return scope_of(self._auth.principal) if self._auth.pause_on_unauthorized else ""
 
     async def _get_page(self, url: URL) -> Page | PollOutcome:
+        """One page, or why not.  A 401 under a method that can refresh its credentials is
+        tried once more with fresh ones; under AK/SK it pauses every replica instead."""
         for attempt in (1, 2):
-            scope = self._scope()
-            ticket = await self.limits.admit(scope)
-            if isinstance(ticket, Held):
-                return self._held(ticket)
-            if self._gate is not None:
-                await self._gate()
-                held = self.limits.check(scope)  # a pause may have begun while we waited
-                if held is not None:
-                    await self.limits.settle(ticket, Answer.INCONCLUSIVE)
-                    return self._held(held)
-            headers = {"Content-Type": "application/json;charset=utf8"}
-            try:
-                credentials = await self._auth.headers("GET", url, headers, b"")
-                headers.update(credentials)
-            except AuthUnavailable as exc:
-                await self.limits.settle(ticket, Answer.INCONCLUSIVE)
-                return Transient(f"credentials unavailable: {exc}")
-            failure: Transient | None = None
-            try:
-                async with self._session.get(
-                    url,
-                    headers=headers,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                    proxy=self._proxy.url,
-                    proxy_auth=self._proxy.auth,
-                ) as resp:
-                    status = resp.status
-                    retry_after = parse_retry_after(
-                        resp.headers.get("Retry-After"), self._clock.now()
-                    )
-                    request_id = clean_text(resp.headers.get("X-Request-Id", ""))[:100]
-                    body = await _read_body(resp)
-            except BodyTooLarge:
-                self._note("error")
-                failure = Transient(f"response body over {MAX_BODY_BYTES} bytes")
-            except TimeoutError:
-                self._note("timeout")
-                failure = Transient("request timed out")
-            except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
-                self._note("error")
-                failure = Transient(f"connection failed: {type(exc).__name__}")
-            if failure is not None:
-                await self.limits.settle(ticket, Answer.INCONCLUSIVE)
-                return failure
-            self._note(str(status))
-            answer = _answer(status, pausing=self._auth.pause_on_unauthorized)
-            trip = await self.limits.settle(ticket, answer, retry_after)
-            if (answer is Answer.ACCEPTED and self._pause_reported) or (
-                status != 401 and self._auth_failing
-            ):
-                self._pause_reported = self._auth_failing = False
-                self._report_auth("")
-            if status == 200:
+            reply = await self._request(url)
+            if not isinstance(reply, _Reply):
+                return reply
+            if reply.status == 200:
                 try:
-                    return parse_page(decode_json(body))
+                    return parse_page(decode_json(reply.body))
                 except MalformedResponse as exc:
-                    return Transient(f"unexpected body: {_short(exc)}", status=status)
-            error = parse_error(body.decode("utf-8", "replace"))
-            request_id = error.request_id or request_id
-            detail = _detail(status, error.code, error.message)
-            if status == 401:
-                if attempt == 1 and not self._auth.pause_on_unauthorized:
-                    try:
-                        await self._auth.refresh(credentials)
-                    except AuthUnavailable as exc:
-                        return Transient(f"credentials unavailable: {exc}")
-                    continue
-                if self._auth.pause_on_unauthorized:
-                    # Polls already in flight may bring more 401s: one pause per window.
-                    if trip is not None and trip.began:
-                        self._pause_reported = True
-                        self._report_auth(
-                            f"401 under {self._auth.name} ({detail}, "
-                            f"request_id={request_id or '-'}); all polling paused for "
-                            f"{trip.length:.0f}s{self._everywhere()}"
-                        )
-                else:
-                    self._auth_failing = True
-                    self._report_auth(
-                        f"401 under {self._auth.name} even after refreshing credentials "
-                        f"({detail}, request_id={request_id or '-'})"
-                    )
-                return AuthFailed(detail=detail, request_id=request_id)
-            if status == 404:
-                return NotFound(detail=detail, request_id=request_id)
-            if status in (400, 403):
-                return Rejected(status=status, detail=detail, request_id=request_id)
-            return Transient(
-                f"HTTP {status}" + (f" {error.code}" if error.code else ""),
-                status=status,
-                retry_after=retry_after if status in (429, 503) else None,
-                request_id=request_id,
-            )
+                    return Transient(f"unexpected body: {_short(exc)}", status=200)
+            error = parse_error(reply.body.decode("utf-8", "replace"))
+            request_id = error.request_id or reply.request_id
+            detail = _detail(reply.status, error.code, error.message)
+            if reply.status != 401:
+                return _refusal(reply, error.code, detail, request_id)
+            if attempt == 1 and not self._auth.pause_on_unauthorized:
+                try:
+                    await self._auth.refresh(reply.credentials)
+                except AuthUnavailable as exc:
+                    return Transient(f"credentials unavailable: {exc}")
+                continue
+            self._report_unauthorized(reply.trip, detail, request_id)
+            return AuthFailed(detail=detail, request_id=request_id)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request(self, url: URL) -> _Reply | PollOutcome:
+        """Send one GET once the shared limits let it go, and settle what its answer means
+        for them; a request held back, without credentials or without an answer is an
+        outcome already."""
+        scope = self._scope()
+        ticket = await self.limits.admit(scope)
+        if isinstance(ticket, Held):
+            return self._held(ticket)
+        if self._gate is not None:
+            await self._gate()
+            held = self.limits.check(scope)  # a pause may have begun while we waited
+            if held is not None:
+                await self.limits.settle(ticket, Answer.INCONCLUSIVE)
+                return self._held(held)
+        headers = {"Content-Type": "application/json;charset=utf8"}
+        try:
+            credentials = await self._auth.headers("GET", url, headers, b"")
+        except AuthUnavailable as exc:
+            await self.limits.settle(ticket, Answer.INCONCLUSIVE)
+            return Transient(f"credentials unavailable: {exc}")
+        headers.update(credentials)
+        answered = await self._send(url, headers)
+        if isinstance(answered, Transient):
+            await self.limits.settle(ticket, Answer.INCONCLUSIVE)
+            return answered
+        status, body, retry_after, request_id = answered
+        self._note(str(status))
+        answer = _answer(status, pausing=self._auth.pause_on_unauthorized)
+        trip = await self.limits.settle(ticket, answer, retry_after)
+        if (answer is Answer.ACCEPTED and self._pause_reported) or (
+            status != 401 and self._auth_failing
+        ):
+            self._pause_reported = self._auth_failing = False
+            self._report_auth("")
+        return _Reply(status, body, retry_after, request_id, credentials, trip)
+
+    async def _send(
+        self, url: URL, headers: dict[str, str]
+    ) -> tuple[int, bytes, float | None, str] | Transient:
+        """The HTTP exchange: status, whole body, ``Retry-After`` and request ID, or why the
+        request got no answer."""
+        try:
+            async with self._session.get(
+                url,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+                proxy=self._proxy.url,
+                proxy_auth=self._proxy.auth,
+            ) as resp:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock.now())
+                request_id = clean_text(resp.headers.get("X-Request-Id", ""))[:100]
+                return resp.status, await _read_body(resp), retry_after, request_id
+        except BodyTooLarge:
+            self._note("error")
+            return Transient(f"response body over {MAX_BODY_BYTES} bytes")
+        except TimeoutError:
+            self._note("timeout")
+            return Transient("request timed out")
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+            self._note("error")
+            return Transient(f"connection failed: {type(exc).__name__}")
+
+    def _report_unauthorized(self, trip: Trip | None, detail: str, request_id: str) -> None:
+        """Say once per pause window (polls in flight may bring more 401s) why polling stops,
+        or that refreshed credentials were refused too."""
+        if self._auth.pause_on_unauthorized:
+            if trip is not None and trip.began:
+                self._pause_reported = True
+                self._report_auth(
+                    f"401 under {self._auth.name} ({detail}, request_id={request_id or '-'}); "
+                    f"all polling paused for {trip.length:.0f}s{self._everywhere()}"
+                )
+            return
+        self._auth_failing = True
+        self._report_auth(
+            f"401 under {self._auth.name} even after refreshing credentials "
+            f"({detail}, request_id={request_id or '-'})"
+        )
 
     def _everywhere(self) -> str:
         return ", on every replica" if self.limits.shared else ""
@@ -303,6 +313,32 @@ async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
         if len(body) > MAX_BODY_BYTES:
             raise BodyTooLarge
     return bytes(body)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An answer to one request, and what the request was sent with."""
+
+    status: int
+    body: bytes
+    retry_after: float | None
+    request_id: str
+    credentials: Mapping[str, str]
+    trip: Trip | None
+
+
+def _refusal(reply: _Reply, code: str, detail: str, request_id: str) -> PollOutcome:
+    """The outcome of an answer other than 200 and 401."""
+    if reply.status == 404:
+        return NotFound(detail=detail, request_id=request_id)
+    if reply.status in (400, 403):
+        return Rejected(status=reply.status, detail=detail, request_id=request_id)
+    return Transient(
+        f"HTTP {reply.status}" + (f" {code}" if code else ""),
+        status=reply.status,
+        retry_after=reply.retry_after if reply.status in (429, 503) else None,
+        request_id=request_id,
+    )
 
 
 def _answer(status: int, *, pausing: bool) -> Answer:
