@@ -113,6 +113,36 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=settings.ca_bundle or None)
 
 
+def _auth_problem_reporter(health: Health) -> Callable[[str], None]:
+    """Log an authentication problem when it begins or changes and when it ends, and keep it
+    for ``/readyz``."""
+    log = get_logger()
+
+    def auth_problem(problem: str) -> None:
+        if problem and problem != health.auth_problem:
+            log.error("authentication problem", problem=problem)
+        elif not problem and health.auth_problem:
+            log.info("authentication recovered")
+        health.auth_problem = problem
+
+    return auth_problem
+
+
+def _wait_short_reporter(metrics: Metrics) -> Callable[[int, int], None]:
+    """Count every commit batch a ``WAIT`` gave up on; say so in the log once a minute."""
+    log = get_logger()
+    last_warned = [-60.0]
+
+    def wait_short(wanted: int, got: int) -> None:
+        metrics.redis_wait_short.inc()
+        if time.monotonic() - last_warned[0] >= 60.0:
+            last_warned[0] = time.monotonic()
+            log.warning("redis replicas behind; commits not yet on a replica",
+                        wanted=wanted, acknowledged=got)  # fmt: skip
+
+    return wait_short
+
+
 @asynccontextmanager
 async def build_worker(
     settings: Settings, *, metrics: Metrics | None = None, health: Health | None = None
@@ -123,15 +153,7 @@ async def build_worker(
     settings.require_polling()
     store = open_store(settings)
     connector = aiohttp.TCPConnector(limit=settings.concurrency, ssl=_ssl_context(settings))
-    log = get_logger()
-
-    def auth_problem(problem: str) -> None:
-        if problem and problem != health.auth_problem:
-            log.error("authentication problem", problem=problem)
-        elif not problem and health.auth_problem:
-            log.info("authentication recovered")
-        health.auth_problem = problem
-
+    auth_problem = _auth_problem_reporter(health)
     try:
         async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
             hooks = AuthHooks(
@@ -159,17 +181,7 @@ async def build_worker(
                 limits=limits,
             )
             worker = Worker(settings, store, client, metrics=metrics, health=health)
-
-            last_warned = [-60.0]
-
-            def wait_short(wanted: int, got: int) -> None:
-                metrics.redis_wait_short.inc()
-                if time.monotonic() - last_warned[0] >= 60.0:  # once a minute at most
-                    last_warned[0] = time.monotonic()
-                    log.warning("redis replicas behind; commits not yet on a replica",
-                                wanted=wanted, acknowledged=got)  # fmt: skip
-
-            store.on_wait_short = wait_short
+            store.on_wait_short = _wait_short_reporter(metrics)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(auth.maintain)
                 tg.start_soon(limits.maintain)

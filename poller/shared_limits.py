@@ -122,21 +122,18 @@ class SharedLimits:
     ) -> None:
         self.view = LimitView(policy)
         self.policy = self.view.policy
-        self._store = store
         self._plan: RatePlan | None = rate_plan(rate) if rate > 0 else None
         self._clock = clock
-        self._call_timeout = call_timeout
         self._metrics = metrics
         self._owner = owner or uuid.uuid4().hex[:12]
         self._probes = itertools.count(1)
         self._rng = rng or random.Random()
+        self._link = RedisLink(store, clock=clock, rng=self._rng, metrics=metrics,
+                               call_timeout=call_timeout)  # fmt: skip
         self._log = get_logger()
         self._changed = anyio.Event()
         self._slot = anyio.Lock()  # one task per process asks for rate-limit slots at a time
         self._scope = ""  # the scope the background refresh reads
-        self._shared = store is not None  # False while Redis does not answer
-        self._retry_at = 0.0
-        self._backoff = Backoff(initial=0.5, cap=5.0, rng=self._rng)
         self._read_at = -1e9
         self.stale_grants = 0  # rate-limit slots left unused because their grant came late
         self._table_ms = [round(p * 1000) for p in self.policy.auth_pause_table()]
@@ -156,7 +153,7 @@ class SharedLimits:
     @property
     def shared(self) -> bool:
         """True while the state is shared through Redis (it answers)."""
-        return self._shared
+        return self._link.shared
 
     # --- before a request ------------------------------------------------------------------
 
@@ -171,7 +168,10 @@ class SharedLimits:
             if isinstance(decision, AwaitProbe):
                 await self._await_change(decision.until - now)
                 continue
-            if not (self._plan is not None or isinstance(decision, Probe)) or not self._can_ask():
+            if (
+                not (self._plan is not None or isinstance(decision, Probe))
+                or not self._link.can_ask()
+            ):
                 if isinstance(decision, Probe):
                     self.view.take_local_probe(scope, now)
                     self._changed_now()
@@ -184,7 +184,7 @@ class SharedLimits:
                     # while this task queued for the slot, the view may have learnt of a pause,
                     # or Redis stopped answering
                     queued = self.view.decide(scope, self._clock.monotonic())
-                    if isinstance(queued, Hold | AwaitProbe) or not self._can_ask():
+                    if isinstance(queued, Hold | AwaitProbe) or not self._link.can_ask():
                         continue
                     outcome = await self._ask(scope)
             if outcome is not None:
@@ -294,7 +294,7 @@ class SharedLimits:
         await self._report("ok", scope, ticket.probe)
 
     async def _release(self, ticket: Pass) -> None:
-        if ticket.probe == LOCAL_PROBE or not self._shared:
+        if ticket.probe == LOCAL_PROBE or not self._link.shared:
             self.view.end_local_probe(ticket.scope)
         else:
             await self._report("release", ticket.scope, ticket.probe)
@@ -309,7 +309,7 @@ class SharedLimits:
                 self._log.warning(
                     "throttled by the API: polling paused",
                     seconds=round(trip.length, 3),
-                    replicas="all" if self._shared else "this one",
+                    replicas="all" if self._link.shared else "this one",
                 )
         return trip
 
@@ -318,67 +318,32 @@ class SharedLimits:
     async def maintain(self) -> None:
         """Read the shared state every :data:`REFRESH` seconds unless a request just did, and
         ask a Redis that stopped answering again (with backoff) until it does."""
-        if self._store is None:
+        if self._link.store is None:
             return
         while True:
             await self._clock.sleep(REFRESH)
             now = self._clock.monotonic()
-            if now - self._read_at < REFRESH * 0.9 or now < self._retry_at:
+            if now - self._read_at < REFRESH * 0.9 or now < self._link.retry_at:
                 continue
             await self._gate(self._scope, "", mode="peek")
 
     # --- Redis -----------------------------------------------------------------------------
 
-    def _can_ask(self) -> bool:
-        return self._store is not None and (
-            self._shared or self._clock.monotonic() >= self._retry_at
-        )
-
     async def _gate(
-        self,
-        scope: str,
-        owner: str,
-        *,
-        mode: str = "go",
-        interval_us: int = 0,
-        burst: int = 1,
+        self, scope: str, owner: str, *, mode: str = "go", interval_us: int = 0, burst: int = 1
     ) -> GateReply | None:
-        raw = await self._call(
-            "gate",
-            lambda store: store.gate_limits(
-                mode, interval_us, burst, scope, owner, round(self.policy.probe_lease * 1000)
-            ),
-        )
-        if raw is None:
-            return None
-        try:
-            reply = parse_gate(raw)
-        except (ValueError, TypeError) as exc:
-            self._down("parse", exc)
-            return None
-        self._apply(scope, reply.snapshot)
+        lease_ms = round(self.policy.probe_lease * 1000)
+        reply = await self._link.gate(mode, interval_us, burst, scope, owner, lease_ms)
+        if reply is not None:
+            self._apply(scope, reply.snapshot)
         return reply
 
     async def _report(
         self, what: str, scope: str, owner: str, pause_ms: int = 0
     ) -> ReportReply | None:
-        if not self._can_ask():
-            return None
-        raw = await self._call(
-            "report",
-            lambda store: store.report_limits(what, scope, owner, pause_ms, self._table_ms),
-        )
-        if raw is None:
-            return None
-        try:
-            reply = parse_report(raw)
-        except (ValueError, TypeError) as exc:
-            self._down("parse", exc)
-            return None
-        if reply.result == "corrupt":
-            self._down("report", ValueError(f"{what}: the limits key holds another type"))
-            return None
-        self._apply(scope, reply.snapshot)
+        reply = await self._link.report(what, scope, owner, pause_ms, self._table_ms)
+        if reply is not None:
+            self._apply(scope, reply.snapshot)
         return reply
 
     def _apply(self, scope: str, snap: Snapshot) -> None:
@@ -387,27 +352,93 @@ class SharedLimits:
         if self.view.apply(scope, snap, now):
             self._changed_now()
 
-    async def _call(
+
+class RedisLink:
+    """The shared limits' way to Redis: each call bounded by a timeout, never raising; a
+    failure is logged once and the link asked again with backoff, so Redis trouble never
+    holds a poll."""
+
+    def __init__(
+        self,
+        store: LimitsStore | None,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        metrics: Metrics | None,
+        call_timeout: float,
+    ) -> None:
+        self.store = store
+        self.shared = store is not None  # False while Redis does not answer
+        self.retry_at = 0.0
+        self._clock = clock
+        self._metrics = metrics
+        self._call_timeout = call_timeout
+        self._backoff = Backoff(initial=0.5, cap=5.0, rng=rng)
+        self._log = get_logger()
+
+    def can_ask(self) -> bool:
+        return self.store is not None and (self.shared or self._clock.monotonic() >= self.retry_at)
+
+    async def call(
         self, op: str, call: Callable[[LimitsStore], Awaitable[Sequence[Any]]]
     ) -> Sequence[Any] | None:
-        store = self._store
+        """The call's reply, or ``None`` when Redis did not answer (then it is down)."""
+        store = self.store
         if store is None:
             return None
         try:
             with anyio.fail_after(self._call_timeout):
                 raw: Sequence[Any] = await call(store)
         except (RedisError, TimeoutError, OSError) as exc:
-            self._down(op, exc)
+            self.down(op, exc)
             return None
         self._up()
         return raw
 
-    def _down(self, op: str, exc: BaseException) -> None:
+    async def gate(
+        self, mode: str, interval_us: int, burst: int, scope: str, owner: str, lease_ms: int
+    ) -> GateReply | None:
+        """``GATE_LIMITS``, parsed; ``None`` when Redis did not answer or answered nonsense."""
+        raw = await self.call(
+            "gate",
+            lambda store: store.gate_limits(mode, interval_us, burst, scope, owner, lease_ms),
+        )
+        if raw is None:
+            return None
+        try:
+            return parse_gate(raw)
+        except (ValueError, TypeError) as exc:
+            self.down("parse", exc)
+            return None
+
+    async def report(
+        self, what: str, scope: str, owner: str, pause_ms: int, table_ms: Sequence[int]
+    ) -> ReportReply | None:
+        """``REPORT_LIMITS``, parsed; ``None`` when not asked (Redis down, not yet due for a
+        retry), not answered, or the limits key holds another type."""
+        if not self.can_ask():
+            return None
+        raw = await self.call(
+            "report", lambda store: store.report_limits(what, scope, owner, pause_ms, table_ms)
+        )
+        if raw is None:
+            return None
+        try:
+            reply = parse_report(raw)
+        except (ValueError, TypeError) as exc:
+            self.down("parse", exc)
+            return None
+        if reply.result == "corrupt":
+            self.down("report", ValueError(f"{what}: the limits key holds another type"))
+            return None
+        return reply
+
+    def down(self, op: str, exc: BaseException) -> None:
         if self._metrics is not None:
             self._metrics.redis_errors.labels("limits").inc()
-        self._retry_at = self._clock.monotonic() + self._backoff.failed()
-        if self._shared:
-            self._shared = False
+        self.retry_at = self._clock.monotonic() + self._backoff.failed()
+        if self.shared:
+            self.shared = False
             self._log.warning(
                 "shared limits unavailable: this replica keeps its pauses alone, and no rate "
                 "limit, until Redis answers",
@@ -417,6 +448,6 @@ class SharedLimits:
 
     def _up(self) -> None:
         self._backoff.succeeded()
-        if not self._shared:
-            self._shared = True
+        if not self.shared:
+            self.shared = True
             self._log.info("shared limits available again")
