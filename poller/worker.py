@@ -188,6 +188,8 @@ class Worker(Generic[StoreT]):
             await self._replica.sleep_unless_stopping(backoff.failed())
             return 0.0
         backoff.succeeded()
+        for error in claim.errors:  # a shard that could not be claimed from; the others were
+            self._replica.redis_failed("claim", error)
         for member, reason in claim.quarantined:
             self.metrics.finished(f"abandoned:{AbandonReason.CORRUPT_STATE}")
             self.log.error("job state unreadable; retired as corrupt_state",

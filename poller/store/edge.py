@@ -131,6 +131,11 @@ class Claim:
     jobs: list[JobState] = field(default_factory=list)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     next_due: float | None = None
+    #: what the shards that could not be claimed from answered (the others' leases stand)
+    errors: list[RedisError] = field(default_factory=list)
+
+    def saw_due(self, due: float) -> None:
+        self.next_due = due if self.next_due is None else min(self.next_due, due)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,7 @@ class RedisEdge:
         self._gate_limits = redis.register_script(schema.GATE_LIMITS)
         self._report_limits = redis.register_script(schema.REPORT_LIMITS)
         self._requeue = redis.register_script(schema.REQUEUE_DEAD)
+        self._layout = redis.register_script(schema.RECORD_LAYOUT)
 
     async def _run_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Send script calls in one pipeline (in a cluster, one per primary, all at once) and
@@ -216,8 +222,9 @@ class RedisEdge:
         Jobs live in the shard their ID hashes to for the count they were admitted under;
         a replica with another count would look for them in the wrong place.
         """
-        await self.redis.set(self.keys.layout, str(self.keys.shards), nx=True)
-        return int(as_text(await self.redis.get(self.keys.layout)) or self.keys.shards)
+        keys = [self.keys.layout, self.keys.one_shard_schedule]
+        recorded = await self._layout(keys=keys, args=[self.keys.shards])
+        return int(as_text(recorded) or self.keys.shards)
 
     async def server_time(self) -> float:
         """The Redis server's clock, in epoch seconds."""

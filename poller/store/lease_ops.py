@@ -73,16 +73,28 @@ class LeaseStore(RedisEdge):
             replies = await self._run_scripts(calls)
         claim = Claim()
         for reply in replies:
-            if isinstance(reply, Exception):
+            if isinstance(reply, RedisError):
+                claim.errors.append(reply)  # that shard's jobs wait; the others' leases stand
+            elif isinstance(reply, Exception):
                 raise reply
-        for reply in replies:
-            await self._read_claim(claim, reply, now)
+            else:
+                await self._read_claim(claim, reply, now)
+        if len(claim.errors) == len(replies):
+            raise claim.errors[0]
+        if len(shares) < self.keys.shards:  # the shards this claim skipped may be due too
+            visited = {shard for shard, _ in shares}
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for shard in self.keys.all_shards:
+                    if shard not in visited:
+                        pipe.zrange(shard.schedule, 0, 0, withscores=True)
+                for first in await pipe.execute():
+                    if first:
+                        claim.saw_due(float(first[0][1]))
         return claim
 
     async def _read_claim(self, claim: Claim, flat: list[Any], now: float) -> None:
         if as_text(flat[0]):
-            due = float(as_text(flat[0]))
-            claim.next_due = due if claim.next_due is None else min(claim.next_due, due)
+            claim.saw_due(float(as_text(flat[0])))
         i = 1
         while i < len(flat):
             member, token, count = as_text(flat[i]), as_text(flat[i + 1]), int(flat[i + 2])

@@ -283,6 +283,7 @@ class Keys:
     ratelimit = _Name("ratelimit")
     limits = _Name("limits")
     layout = _Name("layout")
+    one_shard_schedule = _Name("schedule")  # where one shard's schedule is (the layout check)
     forward_dead = _Name("forward:dead")
 
     # --- shards -----------------------------------------------------------------------
@@ -374,6 +375,19 @@ end
 return moved
 """
 
+# Record the shard count the keys under the prefix are laid out for, once, and return it.
+# KEYS: layout, the one-shard schedule ``P:schedule`` (same slot).  ARGV: this shard count.
+# Keys laid out before the count was recorded are one shard's: a schedule under the prefix
+# itself says so, whatever count is asked for now.
+RECORD_LAYOUT: Final = """
+local recorded = redis.call('GET', KEYS[1])
+if recorded then return recorded end
+local count = ARGV[1]
+if redis.call('EXISTS', KEYS[2]) == 1 then count = '1' end
+redis.call('SET', KEYS[1], count)
+return count
+"""
+
 # Admit one valid message: start tracking unless already tracked or recently finished.
 # KEYS: schedule, job hash, job stream, job ID record (the job's shard), and the in-flight
 # list when it shares their slot (one shard): then the message leaves it in the same step;
@@ -392,17 +406,16 @@ if not (usable(KEYS[1], 'zset') and usable(KEYS[2], 'hash') and usable(KEYS[3], 
         and usable(KEYS[4], 'hash')) then
   return 'corrupt'
 end
-local owner = redis.call('HGET', KEYS[4], '${f_project}')
-if owner and owner ~= ARGV[3] then
-  local other = ARGV[9] .. owner .. ':' .. ARGV[4]
-  if kind(other) == 'hash' and redis.call('HGET', other, '${f_state}') == '${s_tracking}' then
-    return 'conflict'
-  end
-end
 local state = redis.call('HGET', KEYS[2], '${f_state}')
 local result
+local owner = redis.call('HGET', KEYS[4], '${f_project}')
 if ARGV[10] ~= '' and redis.call('HGET', KEYS[2], '${f_ticket}') == ARGV[10] then
+  -- this delivery was admitted before (a retry after a crash): whatever happened since
   result = 'tracked'
+elseif owner and owner ~= ARGV[3]
+    and kind(ARGV[9] .. owner .. ':' .. ARGV[4]) == 'hash'
+    and redis.call('HGET', ARGV[9] .. owner .. ':' .. ARGV[4], '${f_state}') == '${s_tracking}' then
+  return 'conflict'
 elseif state == '${s_tracking}' then
   result = 'tracked'
 elseif state == '${s_finished}' and ARGV[7] ~= '1' then
@@ -460,6 +473,10 @@ if ARGV[2] == '*' then
 elseif is_hash and redis.call('HGET', KEYS[2], '${f_token}') ~= ARGV[2] then
   return 0
 elseif not is_hash and ARGV[2] ~= '' then
+  return 0
+elseif not is_hash and usable(KEYS[1], 'zset') and redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+  -- no state to fence on: the claim left the member in the schedule, so a member already
+  -- gone says this abandon ran before (a retry after a lost reply) and publishes nothing
   return 0
 end
 local seq = 1

@@ -178,3 +178,81 @@ async def test_wait_short_of_replicas_is_reported_not_fatal(store: Store) -> Non
     assert await waiting.commit(state, plan, NOW) == "ok"
     assert short == [(1, 0)]
     assert [f["event"] for _, f in await waiting.read_events("JOB-1")] == ["job.status_changed"]
+
+
+async def test_keys_laid_out_before_the_count_was_recorded_are_one_shards(
+    redis_server: LocalRedis, prefix: str
+) -> None:
+    """An upgrade that also asks for shards must not strand the jobs tracked already."""
+    tagged = "{" + prefix + "}"
+    old = Store(connect(redis_server.url), Keys(tagged))
+    await old.enqueue(b"JOB-1")
+    (delivery,) = await old.take_messages("r1", 10, 0)
+    assert await old.admit("r1", delivery, Admission("JOB-1", "proj"), NOW) == "admitted"
+    await old.redis.delete(old.keys.layout)  # as a version without the record left it
+    new = Store(old.redis, Keys(tagged, 4))
+    assert await new.check_layout() == 1
+    assert await Store(old.redis, Keys("{" + prefix + "-fresh}", 4)).check_layout() == 4
+    await old.redis.aclose()
+
+
+async def test_a_shard_that_fails_a_claim_leaves_the_others_leases_standing(
+    sharded: Store,
+) -> None:
+    ids = ids_in_every_shard(3, per_shard=2)
+    await sharded.enqueue(*ids)
+    await take_and_admit(sharded)
+    broken = sharded.keys.shard(2)
+    members = await sharded.redis.zrange(broken.schedule, 0, -1)
+    await sharded.redis.delete(broken.schedule)
+    await sharded.redis.set(broken.schedule, "not a schedule")
+    claim = await sharded.claim_due("r1", NOW + 1, 30, 100)
+    assert len(claim.errors) == 1
+    assert "WRONGTYPE" in str(claim.errors[0])
+    assert sorted(s.job_id for s in claim.jobs) == sorted(
+        j for j in ids if shard_of(j, 3) != 2
+    )  # leased and handed out, not left to lapse
+    assert members  # the broken shard had jobs: they wait for it to be repaired
+
+
+async def test_a_claim_smaller_than_the_shard_count_still_sees_every_due_job(
+    redis_server: LocalRedis, prefix: str
+) -> None:
+    store = Store(connect(redis_server.url), Keys("{" + prefix + "}", 8))
+    ids = ids_in_every_shard(8, per_shard=1)
+    await store.enqueue(*ids)
+    await take_and_admit(store)
+    claim = await store.claim_due("r1", NOW + 1, 30, 1)
+    assert len(claim.jobs) == 1
+    assert claim.next_due is not None
+    assert claim.next_due <= NOW + 1  # the shards it skipped have jobs due now
+    await store.redis.aclose()
+
+
+async def test_quarantining_a_key_of_another_type_twice_publishes_once(sharded: Store) -> None:
+    ids = ids_in_every_shard(3, per_shard=1)
+    job_id = ids[0]
+    await sharded.enqueue(job_id)
+    await take_and_admit(sharded)
+    key = sharded.keys.job(f"proj:{job_id}")
+    await sharded.redis.delete(key)
+    await sharded.redis.set(key, "someone else's string")
+    claim = await sharded.claim_due("r1", NOW + 1, 30, 10)  # quarantines it
+    assert [m for m, _ in claim.quarantined] == [f"proj:{job_id}"]
+    # the same abandon sent again (a client retry after a lost reply) changes nothing
+    assert not await sharded.quarantine(f"proj:{job_id}", "", "unreadable", NOW + 2)
+    events = await sharded.read_events(job_id)
+    assert [(f["event"], f["seq"]) for _, f in events] == [("job.abandoned", "1")]
+    assert await sharded.redis.llen(sharded.keys.dead) == 1
+
+
+async def test_a_delivery_admitted_before_is_not_a_conflict_when_retried(sharded: Store) -> None:
+    await sharded.enqueue(b"JOB-1")
+    (delivery,) = await sharded.take_messages("r1", 10, 0)
+    assert await sharded.admit("r1", delivery, Admission("JOB-1", "proj"), NOW) == "admitted"
+    assert await sharded.cancel("proj", "JOB-1", "test", NOW)
+    await sharded.enqueue(b'{"job_id": "JOB-1", "project_id": "other"}')
+    (other,) = await sharded.take_messages("r1", 10, 0)
+    assert await sharded.admit("r1", other, Admission("JOB-1", "other"), NOW) == "admitted"
+    # the first delivery, retried as after a crash before it left flight: not a conflict
+    assert await sharded.admit("r1", delivery, Admission("JOB-1", "proj"), NOW) == "tracked"
