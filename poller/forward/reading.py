@@ -23,9 +23,9 @@ from poller.store.connection import RedisClient
 from poller.store.store import is_transient
 
 
-class GroupReader:
-    """Reads ``options.group`` on each of ``streams`` as ``options.consumer``, handing every
-    entry to ``queues``."""
+class GroupPart:
+    """What the parts working on the consumer group hold: the client, the shard streams, the
+    options, the per-job queues entries go to, and the log."""
 
     def __init__(
         self,
@@ -40,6 +40,11 @@ class GroupReader:
         self._options = options
         self._queues = queues
         self._log = log
+
+
+class GroupReader(GroupPart):
+    """Reads ``options.group`` on each of ``streams`` as ``options.consumer``, handing every
+    entry to ``queues``."""
 
     async def ensure_group(self) -> None:
         """Create the group (at ``options.start``) and the streams if they do not exist."""
@@ -93,20 +98,25 @@ class GroupReader:
                     block=self._options.block_ms,
                 )
                 backoff.succeeded()
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                self._log.warning("consumer group missing, creating it again")
-                await retrying(self.ensure_group, "xgroup_create", self._log)
-                continue
             except RedisError as exc:
-                if not is_transient(exc):
-                    raise
-                self._log.warning("redis unavailable, retrying", op="xreadgroup", error=str(exc))
-                await anyio.sleep(backoff.failed())
+                await self._recover_from(exc, backoff)
                 continue
             for entry_id, raw in entries_of(reply):
                 self._queues.take(stream, entry_id, raw, claimed=False, new=True)
+
+    async def _recover_from(self, exc: RedisError, backoff: Backoff) -> None:
+        """After a read failed: create a deleted group again, or wait out a passing failure;
+        anything else is raised."""
+        if isinstance(exc, ResponseError):
+            if "NOGROUP" not in str(exc):
+                raise exc
+            self._log.warning("consumer group missing, creating it again")
+            await retrying(self.ensure_group, "xgroup_create", self._log)
+            return
+        if not is_transient(exc):
+            raise exc
+        self._log.warning("redis unavailable, retrying", op="xreadgroup", error=str(exc))
+        await anyio.sleep(backoff.failed())
 
     async def _read_shards(self) -> None:
         """:meth:`read_forever` over several streams (other slots: no XREADGROUP names two).
@@ -126,16 +136,8 @@ class GroupReader:
                 if tops is not None:
                     await StreamCursor(self._redis, tops, count=1).wait(self._options.block_ms)
                 backoff.succeeded()
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                self._log.warning("consumer group missing, creating it again")
-                await retrying(self.ensure_group, "xgroup_create", self._log)
             except RedisError as exc:
-                if not is_transient(exc):
-                    raise
-                self._log.warning("redis unavailable, retrying", op="xreadgroup", error=str(exc))
-                await anyio.sleep(backoff.failed())
+                await self._recover_from(exc, backoff)
 
     async def _read_round(self, first: int, limit: int) -> dict[str, str] | None:
         """One read of each stream (from ``first``) while there is room.  Returns each

@@ -19,6 +19,7 @@ from poller.forward.entries import PAGE, text
 from poller.forward.metrics import ForwardMetrics
 from poller.forward.options import ForwardOptions
 from poller.forward.queues import JobQueues
+from poller.forward.reading import GroupPart
 from poller.store.connection import RedisClient
 from poller.store.store import is_transient
 
@@ -39,7 +40,7 @@ return lost
 """
 
 
-class Takeover:
+class Takeover(GroupPart):
     """Both sides of ``XAUTOCLAIM`` for one consumer of ``options.group`` on ``streams``:
     what it takes over goes to ``queues``, and what ``queues`` holds it keeps touched."""
 
@@ -52,12 +53,8 @@ class Takeover:
         metrics: ForwardMetrics,
         log: Any,
     ) -> None:
-        self._redis = redis
-        self._streams = streams
-        self._options = options
-        self._queues = queues
+        super().__init__(redis, streams, options, queues, log)
         self._metrics = metrics
-        self._log = log
         self._touch = redis.register_script(_TOUCH)
 
     async def claim_once(self) -> int:
