@@ -220,25 +220,35 @@ def log_tail(path: Path, lines: int = 8, width: int = 400) -> str:
 
 
 class Emulator:
-    """``python -m poller sim`` in a subprocess; the admin API over one kept-alive connection."""
+    """``python -m poller.sim --port 0 OPTIONS`` in a subprocess, its stderr in ``log`` and pinned
+    to CPU 0; the admin API over one kept-alive connection. ``start_within``: seconds it may take
+    to serve (loading a large scenario takes a while); ``timeout``: for each admin request."""
 
-    def __init__(self, workdir: Path, pin_cpu: bool) -> None:
-        self.log = workdir / "emulator.log"
-        self._log_file = self.log.open("w")
+    def __init__(
+        self,
+        log: Path,
+        options: Sequence[str],
+        *,
+        pin_cpu: bool,
+        start_within: float = 30.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self.log = log
+        self._log_file = log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "poller", "sim", "--port", "0", "--project-id", PROJECT,
-             "--token", TOKEN, "--access-key", f"{ACCESS_KEY}:{SECRET_KEY}"],
-            stdout=subprocess.DEVNULL, stderr=self._log_file,
+            [sys.executable, "-m", "poller.sim", "--port", "0", *options],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log_file,
         )  # fmt: skip
         pin(self.proc.pid, 0, pin_cpu)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_within
         while (found := re.search(r"serving (http://\S+)", log_tail(self.log, 5))) is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
                 raise BenchError(f"the emulator did not start:\n{log_tail(self.log)}")
             time.sleep(0.05)
         self.url: str = found[1]
         parts = urlsplit(self.url)
-        self._conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        self._conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
 
     def admin(self, method: str, path: str, body: object = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -254,19 +264,20 @@ class Emulator:
                 if attempt == 2 or self.proc.poll() is not None:
                     raise
         if response.status >= 300:
-            raise BenchError(f"{method} {path}: {response.status} {payload[:300]!r}")
+            raise BenchError(f"emulator {method} {path}: {response.status} {payload[:300]!r}")
         return json.loads(payload)
-
-    def create_jobs(self, ids: Sequence[str]) -> None:
-        for job_id in ids:
-            self.admin("POST", "/_sim/jobs", job_spec(job_id))
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self.admin("GET", "/_sim/stats")
         return stats
 
+    def alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"the emulator exited ({self.proc.returncode}):\n{log_tail(self.log)}")
+
     def close(self) -> None:
-        self._conn.close()
+        with contextlib.suppress(AttributeError):  # no connection yet: it did not start
+            self._conn.close()
         stop(self.proc)
         self._log_file.close()
 
@@ -712,9 +723,21 @@ def compare(args: argparse.Namespace, out: IO[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="poller-compare-") as tmp:
         workdir = Path(tmp)
         (workdir / "jobs.json").write_text(json.dumps(ids))
-        emulator = Emulator(workdir, args.pin)
+        emulator = Emulator(
+            workdir / "emulator.log",
+            [
+                "--project-id",
+                PROJECT,
+                "--token",
+                TOKEN,
+                "--access-key",
+                f"{ACCESS_KEY}:{SECRET_KEY}",
+            ],
+            pin_cpu=args.pin,
+        )
         try:
-            emulator.create_jobs(ids)
+            for job_id in ids:
+                emulator.admin("POST", "/_sim/jobs", job_spec(job_id))
             for name in args.contenders:
                 if name == "sdk" and importlib.util.find_spec(SDK_PACKAGE) is None:
                     reason = f"{SDK_PACKAGE} is not installed (pip install --group bench)"

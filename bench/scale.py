@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import math
 import os
@@ -83,11 +82,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Final
-from urllib.parse import urlsplit
+from typing import IO, Final
 
 import redis
-from compare import BenchError, log_tail, pin, stop, thread_cpu_waits, tree_cpu_seconds
+from compare import (
+    BenchError,
+    Emulator,
+    log_tail,
+    pin,
+    stop,
+    thread_cpu_waits,
+    tree_cpu_seconds,
+)
 from daemon_throughput import cpu_seconds, lag_buckets, scrape, total
 
 from poller.localredis import LocalRedis, RedisUnavailable, free_port
@@ -165,61 +171,6 @@ def wait_for(
             raise BenchError(f"{what}: not within {timeout:g} s")
         time.sleep(period)
     return time.monotonic() - start
-
-
-class Emulator:
-    """``python -m poller.sim`` in a subprocess; admin API over one kept-alive connection."""
-
-    def __init__(
-        self, workdir: Path, name: str, scenario: Path | None, *, pin_cpu: bool, jobs: int
-    ) -> None:
-        self.log = workdir / f"{name}-emulator.log"
-        self._log_file = self.log.open("w")
-        argv = [
-            sys.executable,
-            "-m",
-            "poller.sim",
-            "--port",
-            "0",
-            "--project-id",
-            PROJECT,
-            "--token",
-            TOKEN,
-        ]
-        if scenario is not None:
-            argv += ["--scenario", str(scenario)]
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log_file
-        )
-        pin(self.proc.pid, 0, pin_cpu)
-        deadline = time.monotonic() + 30 + jobs / 2000  # 50,000 jobs load in about 15 s
-        while (found := re.search(r"serving (http://\S+)", log_tail(self.log, 5))) is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise BenchError(f"the emulator did not start:\n{log_tail(self.log)}")
-            time.sleep(0.05)
-        self.url: str = found[1]
-        parts = urlsplit(self.url)
-        self._conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
-
-    def admin(self, method: str, path: str, body: object = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        self._conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        response = self._conn.getresponse()
-        payload = response.read()
-        if response.status >= 300:
-            raise BenchError(f"emulator {method} {path}: {response.status} {payload[:300]!r}")
-        return json.loads(payload)
-
-    def alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(f"the emulator exited ({self.proc.returncode}):\n{log_tail(self.log)}")
-
-    def close(self) -> None:
-        with contextlib.suppress(AttributeError):
-            self._conn.close()
-        stop(self.proc)
-        self._log_file.close()
 
 
 class Daemon:
@@ -300,7 +251,16 @@ class Setup:
         self.poller: Daemon | None = None
 
     def emulator(self, scenario: Path | None, jobs: int) -> Emulator:
-        self.sim = Emulator(self.workdir, self.name, scenario, pin_cpu=self.args.pin, jobs=jobs)
+        options = ["--project-id", PROJECT, "--token", TOKEN]
+        if scenario is not None:
+            options += ["--scenario", str(scenario)]
+        self.sim = Emulator(
+            self.workdir / f"{self.name}-emulator.log",
+            options,
+            pin_cpu=self.args.pin,
+            start_within=30 + jobs / 2000,  # 50,000 jobs load in about 15 s
+            timeout=60,
+        )
         self.stack.callback(self.sim.close)
         return self.sim
 
