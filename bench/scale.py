@@ -897,12 +897,42 @@ RUNNERS: Final = {
     "lateness": run_lateness,
     "delay": run_delay,
 }
+# Each section's numeric options, as (name, type, default, smoke size, help): the flag is
+# --SECTION-NAME; --smoke puts the smoke size (where there is one) in place of the default.
+OPTIONS: Final[dict[str, tuple[tuple[str, type, float | None, float | None, str], ...]]] = {
+    "intake": (
+        ("jobs", int, 20_000, 500, "IDs queued (20,000)"),
+        ("background", int, 500, 50, "jobs already polled (500)"),
+        ("interval", float, 1.0, None, "fixed poll interval, s (1)"),
+        ("warmup", float, 3.0, 0.5, "s of background polling before the intake (3)"),
+    ),
+    "memory": (
+        ("jobs", int, 50_000, 300, "jobs tracked (50,000)"),
+        ("small", int, None, 100, "the smaller count (a tenth)"),
+        ("tasks", int, 10, None, "tasks per job (10)"),
+        ("interval", float, 300.0, None, "poll interval, s; the maximum is twice it (300)"),
+        ("sample", int, 500, 50, "jobs whose keys MEMORY USAGE measures (500)"),
+    ),
+    "lateness": (
+        ("jobs", int, 1000, 50, "jobs (1,000)"),
+        ("interval", float, 1.0, None, "fixed poll interval, s (1)"),
+        ("warmup", float, 5.0, 0.5, "s (5)"),
+        ("seconds", float, 20.0, 2.0, "measured window, s (20)"),
+    ),
+    "delay": (
+        ("jobs", int, 200, 10, "jobs (200)"),
+        ("tasks", int, 4, 2, "tasks per job (4)"),
+        ("interval", float, 0.5, None, "fixed poll interval, s (0.5)"),
+        ("lead", float, 3.0, 1.5, "s from a job's creation to its first change (3)"),
+        ("seconds", float, 20.0, 3.0, "s over which the changes are spread (20)"),
+    ),
+}
 SMOKE: Final = {
-    "intake_jobs": 500, "intake_background": 50, "intake_warmup": 0.5,
-    "memory_jobs": 300, "memory_small": 100, "memory_sample": 50,
-    "lateness_jobs": 50, "lateness_warmup": 0.5, "lateness_seconds": 2.0,
-    "delay_jobs": 10, "delay_tasks": 2, "delay_lead": 1.5, "delay_seconds": 3.0,
-}  # fmt: skip
+    f"{section}_{name}": smoke
+    for section, options in OPTIONS.items()
+    for name, _type, _default, smoke, _help in options
+    if smoke is not None
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -919,62 +949,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--smoke", action="store_true", help="tiny sizes, about 20 s: checks the run, not speed")
     add("--json", metavar="PATH", help="also write the rows as JSON")
     add("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
-    group = parser.add_argument_group("intake")
-    group.add_argument("--intake-jobs", type=int, default=20_000, help="IDs queued (20,000)")
-    group.add_argument(
-        "--intake-background", type=int, default=500, help="jobs already polled (500)"
-    )
-    group.add_argument(
-        "--intake-interval", type=float, default=1.0, help="fixed poll interval, s (1)"
-    )
-    group.add_argument(
-        "--intake-warmup",
-        type=float,
-        default=3.0,
-        help="s of background polling before the intake (3)",
-    )
-    group.add_argument(
+    groups = {section: parser.add_argument_group(section) for section in OPTIONS}
+    for section, options in OPTIONS.items():
+        for name, kind, default, _smoke, text in options:
+            groups[section].add_argument(
+                f"--{section}-{name}", type=kind, default=default, help=text
+            )
+    groups["intake"].add_argument(
         "--no-intake-idle",
         dest="intake_idle",
         action="store_false",
         help="skip the diagnostic intake with polls held back",
-    )
-    group = parser.add_argument_group("memory")
-    group.add_argument("--memory-jobs", type=int, default=50_000, help="jobs tracked (50,000)")
-    group.add_argument("--memory-small", type=int, help="the smaller count (a tenth)")
-    group.add_argument("--memory-tasks", type=int, default=10, help="tasks per job (10)")
-    group.add_argument(
-        "--memory-interval",
-        type=float,
-        default=300.0,
-        help="poll interval, s; the maximum is twice it (300)",
-    )
-    group.add_argument(
-        "--memory-sample", type=int, default=500, help="jobs whose keys MEMORY USAGE measures (500)"
-    )
-    group = parser.add_argument_group("lateness")
-    group.add_argument("--lateness-jobs", type=int, default=1000, help="jobs (1,000)")
-    group.add_argument(
-        "--lateness-interval", type=float, default=1.0, help="fixed poll interval, s (1)"
-    )
-    group.add_argument("--lateness-warmup", type=float, default=5.0, help="s (5)")
-    group.add_argument(
-        "--lateness-seconds", type=float, default=20.0, help="measured window, s (20)"
-    )
-    group = parser.add_argument_group("delay")
-    group.add_argument("--delay-jobs", type=int, default=200, help="jobs (200)")
-    group.add_argument("--delay-tasks", type=int, default=4, help="tasks per job (4)")
-    group.add_argument(
-        "--delay-interval", type=float, default=0.5, help="fixed poll interval, s (0.5)"
-    )
-    group.add_argument(
-        "--delay-lead",
-        type=float,
-        default=3.0,
-        help="s from a job's creation to its first change (3)",
-    )
-    group.add_argument(
-        "--delay-seconds", type=float, default=20.0, help="s over which the changes are spread (20)"
     )
     args = parser.parse_args(argv)
     if args.smoke:
