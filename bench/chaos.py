@@ -794,57 +794,48 @@ def print_report(report: dict[str, Any]) -> None:
     print("result: " + ("PASS" if report["ok"] else "FAIL"), file=out, flush=True)
 
 
+# The numeric options, by section of --help, as (flag, type, default, help).
+OPTIONS: Final[dict[str, tuple[tuple[str, type, float | None, str | None], ...]]] = {
+    "the run": (
+        ("--replicas", int, 3, "daemon processes (3)"),
+        ("--jobs", int, 500, "valid jobs (500)"),
+        ("--duration", float, 120.0, "s of chaos; jobs run for about --job-share of it (120)"),
+        ("--settle", float, None, "s after --duration for the final events (max(30, duration))"),
+        ("--seed", int, 1, None),
+        ("--batches", int, 5, "enqueue batches (5)"),
+        ("--enqueue-share", float, 0.3, "batches are spread over this share of --duration (0.3)"),
+        ("--job-share", float, 0.6, "each job lasts 75-100%% of this share of --duration (0.6)"),
+        ("--drain-grace", float, 5.0, "s at most for the dead letters once every job finished (5)"),
+        ("--rss-after", float, 3.0, "the start RSS is read this many seconds after the start (3)"),
+    ),
+    "faults": (
+        ("--faults-each", int, None, "faults of each kind (one per 20 s of --duration, >= 2)"),
+        ("--poison-each", int, 1, f"poison messages of each kind ({', '.join(POISON_KINDS)}) (1)"),
+        ("--hostile-fraction", float, 0.2, "share of jobs whose answers carry hostile data (0.2)"),
+        ("--duplicates", float, 0.03, "chance per job to be enqueued again in a later batch"),
+    ),
+    "daemons": (
+        ("--lease", float, 2.0, "POLLER_LEASE_SECONDS (2)"),
+        ("--poll-interval", float, 0.5, "POLLER_POLL_INTERVAL; the maximum is 4x (0.5)"),
+    ),
+}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--replicas", type=int, default=3, help="daemon processes (3)")
-    parser.add_argument("--jobs", type=int, default=500, help="valid jobs (500)")
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=120.0,
-        help="seconds of chaos; jobs run for about --job-share of it (120)",
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=None,
-        help="seconds after --duration to wait for final events (default: max(30, duration))",
-    )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--report", type=Path, help="write the report as JSON here")
-    parser.add_argument(
+    groups = {title: parser.add_argument_group(title) for title in OPTIONS}
+    groups["faults"].add_argument(
         "--faults",
         type=lambda s: [k for k in s.split(",") if k],
         default=list(FAULT_KINDS),
         help=f"fault kinds to inject (default: {','.join(FAULT_KINDS)})",
     )
-    parser.add_argument(
-        "--faults-each",
-        type=int,
-        default=None,
-        help="faults of each kind (default: one per 20 s of --duration, >= 2)",
-    )
-    parser.add_argument(
-        "--poison-each",
-        type=int,
-        default=1,
-        help=f"poison messages of each kind ({', '.join(POISON_KINDS)}) (1)",
-    )
-    parser.add_argument(
-        "--hostile-fraction",
-        type=float,
-        default=0.2,
-        help="share of jobs whose answers carry hostile data (0.2)",
-    )
-    parser.add_argument(
-        "--duplicates",
-        type=float,
-        default=0.03,
-        help="chance per enqueued job to be enqueued again in a later batch",
-    )
-    parser.add_argument(
+    for title, options in OPTIONS.items():
+        for flag, kind, default, text in options:
+            groups[title].add_argument(flag, type=kind, default=default, help=text)
+    groups["faults"].add_argument(
         "--api-faults",
         default="",
         help="emulator fault settings overriding the defaults, "
@@ -852,51 +843,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         + ",".join(f"{k}={v}" for k, v in DEFAULT_API_FAULTS.items())
         + ")",
     )
-    parser.add_argument("--lease", type=float, default=2.0, help="POLLER_LEASE_SECONDS (2)")
-    parser.add_argument(
-        "--poll-interval",
-        type=float,
-        default=0.5,
-        help="POLLER_POLL_INTERVAL; the maximum is 4x (0.5)",
-    )
-    parser.add_argument("--batches", type=int, default=5, help="enqueue batches (5)")
-    parser.add_argument(
-        "--enqueue-share",
-        type=float,
-        default=0.3,
-        help="batches are spread over this share of --duration (0.3)",
-    )
-    parser.add_argument(
-        "--job-share",
-        type=float,
-        default=0.6,
-        help="each job lasts 75-100%% of this share of --duration (0.6)",
-    )
-    parser.add_argument(
-        "--drain-grace",
-        type=float,
-        default=5.0,
-        help="after every valid job finished, wait this long at most for the dead letters (5)",
-    )
-    parser.add_argument(
-        "--rss-after",
-        type=float,
-        default=3.0,
-        help="the start RSS is read this many seconds after the start (3)",
-    )
-    parser.add_argument(
+    groups["daemons"].add_argument(
         "--env",
         action="append",
         default=[],
         metavar="POLLER_X=VALUE",
         help="extra environment for the daemons, repeatable",
     )
-    parser.add_argument(
+    output = parser.add_argument_group("report and logs")
+    output.add_argument("--report", type=Path, help="write the report as JSON here")
+    output.add_argument(
         "--workdir",
         type=Path,
         help="keep logs here (default: a temporary directory, removed on PASS)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the logs even on PASS")
+    output.add_argument("--keep", action="store_true", help="keep the logs even on PASS")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.faults) - set(FAULT_KINDS))
     if unknown:
