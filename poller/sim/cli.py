@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from typing import Final
 
 from poller.sim._fields import ScenarioError
@@ -303,15 +304,7 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     generated = generate(args.generate, args.seed, duration=args.duration)
     if path is None:
         return generated
-    return Scenario(
-        jobs=loaded.jobs + generated.jobs,
-        project_id=loaded.project_id,
-        page_cap=loaded.page_cap,
-        upper_case_keys=loaded.upper_case_keys,
-        faults=loaded.faults,
-        description=loaded.description,
-        auth=loaded.auth,
-    )
+    return replace(loaded, jobs=loaded.jobs + generated.jobs)
 
 
 def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:
