@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import anyio
 from redis.exceptions import RedisError
@@ -222,72 +223,69 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-def register_run(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``run``: the daemon."""
-    p = sub.add_parser(
-        "run", parents=[common], help="run the daemon",
-        description="Run a replica: take job IDs from {prefix}:jobs, poll each job until it is "
-        "terminal, publish events to {prefix}:events and {prefix}:events:{job_id}.  Any number "
-        "of replicas may share one Redis.  SIGTERM/SIGINT drains in-flight polls within "
-        "POLLER_SHUTDOWN_GRACE seconds, hands the rest back, and exits 0.",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_run)
+def _no_arguments(_: argparse.ArgumentParser) -> None:
+    """For a command that takes only the common options."""
 
 
-def register_enqueue(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``enqueue``: queue job IDs for tracking, as a deployment system would."""
-    p = sub.add_parser(
-        "enqueue", parents=[common], help="queue jobs for tracking",
-        description="Push job IDs onto the intake queue exactly as a deployment system would "
-        "(LPUSH {prefix}:jobs).  IDs are validated first (an invalid one queues nothing); a "
-        "job already tracked is left alone.  '-' reads job IDs from stdin, one per line.",
-    )  # fmt: skip
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``help`` is its line in ``poller --help``, ``description`` opens its own
+    ``--help``, ``arguments`` adds what it takes besides the common options, ``func`` runs it."""
+
+    name: str
+    help: str
+    description: str
+    func: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+
+    def add_to(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        p = sub.add_parser(
+            self.name, parents=[common], help=self.help, description=self.description
+        )
+        self.arguments(p)
+        p.set_defaults(func=self.func)
+
+
+def _job_arguments(p: argparse.ArgumentParser) -> None:
+    """The job a command is about, and its project unless the settings name it."""
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
+
+
+def _meta_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--meta KEY=VALUE``, repeatable, as :func:`_parse_meta` reads it."""
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def _json_option(p: argparse._ActionsContainer, help: str) -> None:
+    """``--json``, which every command has: JSON instead of text, ``help`` says what."""
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def _enqueue_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("job_ids", nargs="+", metavar="JOB_ID", help="a job ID, or - for stdin")
     p.add_argument("--project-id", help="project of the jobs (default: POLLER_PROJECT_ID)")
     p.add_argument("--instance-id", help="optional instance_id query parameter for the API")
-    p.add_argument(
-        "--meta", action="append", default=[], metavar="KEY=VALUE",
-        help="copied into every event of the job as the JSON object 'meta' (repeatable)",
-    )  # fmt: skip
+    _meta_option(p, "copied into every event of the job as the JSON object 'meta' (repeatable)")
     p.add_argument(
         "--force", action="store_true",
         help="track again even if the job finished less than the retention period ago",
     )  # fmt: skip
-    p.add_argument(
-        "--json", action="store_true",
-        help="one JSON object per queued job: job_id, project_id, message",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_enqueue)
+    _json_option(p, "one JSON object per queued job: job_id, project_id, message")
 
 
-def register_status(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``status``: one job's tracking state."""
-    p = sub.add_parser(
-        "status", parents=[common], help="show a job's tracking state",
-        description="Show what the poller knows of a job: last snapshot (job and task "
-        "statuses), number of events, next poll, lease holder, last error.",
-    )  # fmt: skip
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=cmd_status)
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    _job_arguments(p)
+    _json_option(p, "print JSON instead of text")
 
 
-def register_events(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``events``: print the event streams, once or following them."""
-    p = sub.add_parser(
-        "events", parents=[common], help="print events",
-        description="Print events from {prefix}:events (every shard's with POLLER_SHARDS, "
-        "merged by entry ID; or one job's stream with --job), oldest first: every one kept, "
-        "or with --follow only those published from now on (like tail -f).  --since or "
-        "--tail N adds history first.",
-    )  # fmt: skip
+def _events_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job", metavar="JOB_ID", help="only this job's events")
     p.add_argument(
         "--follow", "-f", action="store_true",
         help="print events as they are published, from now on (history: --since, --tail)",
     )  # fmt: skip
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _json_option(p, "one JSON object per line")
     p.add_argument("--count", type=int, help="stop after this many events")
     p.add_argument(
         "--since", metavar="ID|TIME",
@@ -305,57 +303,121 @@ def register_events(sub: Any, common: argparse.ArgumentParser) -> None:
         "stopped",
     )  # fmt: skip
     p.add_argument("--consumer", metavar="C", help="consumer name within --group (default: cli)")
-    p.set_defaults(func=cmd_events)
 
 
-def register_wait(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``wait``: follow one job to its end and exit with a code saying how it ended."""
-    p = sub.add_parser(
-        "wait", parents=[common], help="wait for a job to finish (for CI pipelines)",
-        description="Follow one job's events from the beginning, print them as they happen, "
-        "and exit when the job ends.  Exit codes: 0 SUCCEEDED; 1 the job ended failed "
-        "(FAILED, PARTIALLY_FAILED, CANCELLED, ROLLBACKED); 2 usage or configuration error; "
-        "3 abandoned (not found, rejected, timeout, cancelled by an operator, corrupt state); "
-        "4 Redis unreachable until --timeout; 124 --timeout passed first.  Works whether "
-        "started before, during or after the job is tracked (within the retention period), "
-        "and rides out Redis restarts (retries with backoff).",
-    )  # fmt: skip
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
+def _wait_arguments(p: argparse.ArgumentParser) -> None:
+    _job_arguments(p)
     p.add_argument(
         "--timeout", type=positive_seconds, metavar="S",
         help="give up after S seconds: exit 124, or 4 if Redis was unreachable (default: never)",
     )  # fmt: skip
     p.add_argument("--enqueue", action="store_true", help="queue the job for tracking first")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --enqueue: meta copied into the job's events")  # fmt: skip
+    _meta_option(p, "with --enqueue: meta copied into the job's events")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument(
         "--quiet", "-q", action="store_true",
         help="print nothing, only exit (usage and configuration errors are still reported)",
     )  # fmt: skip
-    shown.add_argument(
-        "--json", action="store_true", help="print only the final event, as one JSON object"
-    )
-    p.set_defaults(func=cmd_wait)
+    _json_option(shown, "print only the final event, as one JSON object")
 
 
-def register_cancel(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``cancel``: stop tracking a job."""
-    p = sub.add_parser(
-        "cancel", parents=[common], help="stop tracking a job",
-        description="Stop tracking a job now.  Publishes job.abandoned with reason "
-        "cancelled_by_operator as the job's last event; a replica polling it at that moment "
-        "publishes nothing more.  The job itself is not touched on ServiceStage.",
-    )  # fmt: skip
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--project-id", help="default: POLLER_PROJECT_ID")
+def _cancel_arguments(p: argparse.ArgumentParser) -> None:
+    _job_arguments(p)
     p.add_argument("--who", default="operator", help="recorded in the event's detail")
-    p.add_argument(
-        "--json", action="store_true",
-        help="print {job_id, project_id, cancelled, event, seq} as JSON",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_cancel)
+    _json_option(p, "print {job_id, project_id, cancelled, event, seq} as JSON")
+
+
+def _dead_list_arguments(p: argparse.ArgumentParser) -> None:
+    _json_option(p, "one JSON object per line: index, reason, at, age_seconds, raw")
+
+
+def _dead_requeue_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("indexes", nargs="*", type=count, metavar="N", help="numbers from dead list")
+    p.add_argument("--all", action="store_true", help="every dead letter there is now")
+
+
+#: The commands that work on the poller's Redis state, as ``poller --help`` lists them.
+COMMANDS: Final = (
+    Command(
+        "run",
+        "run the daemon",
+        "Run a replica: take job IDs from {prefix}:jobs, poll each job until it is terminal, "
+        "publish events to {prefix}:events and {prefix}:events:{job_id}.  Any number of "
+        "replicas may share one Redis.  SIGTERM/SIGINT drains in-flight polls within "
+        "POLLER_SHUTDOWN_GRACE seconds, hands the rest back, and exits 0.",
+        cmd_run,
+    ),
+    Command(
+        "enqueue",
+        "queue jobs for tracking",
+        "Push job IDs onto the intake queue exactly as a deployment system would "
+        "(LPUSH {prefix}:jobs).  IDs are validated first (an invalid one queues nothing); a "
+        "job already tracked is left alone.  '-' reads job IDs from stdin, one per line.",
+        cmd_enqueue,
+        _enqueue_arguments,
+    ),
+    Command(
+        "status",
+        "show a job's tracking state",
+        "Show what the poller knows of a job: last snapshot (job and task statuses), number "
+        "of events, next poll, lease holder, last error.",
+        cmd_status,
+        _status_arguments,
+    ),
+    Command(
+        "events",
+        "print events",
+        "Print events from {prefix}:events (every shard's with POLLER_SHARDS, merged by entry "
+        "ID; or one job's stream with --job), oldest first: every one kept, or with --follow "
+        "only those published from now on (like tail -f).  --since or --tail N adds history "
+        "first.",
+        cmd_events,
+        _events_arguments,
+    ),
+    Command(
+        "wait",
+        "wait for a job to finish (for CI pipelines)",
+        "Follow one job's events from the beginning, print them as they happen, and exit when "
+        "the job ends.  Exit codes: 0 SUCCEEDED; 1 the job ended failed (FAILED, "
+        "PARTIALLY_FAILED, CANCELLED, ROLLBACKED); 2 usage or configuration error; 3 abandoned "
+        "(not found, rejected, timeout, cancelled by an operator, corrupt state); 4 Redis "
+        "unreachable until --timeout; 124 --timeout passed first.  Works whether started "
+        "before, during or after the job is tracked (within the retention period), and rides "
+        "out Redis restarts (retries with backoff).",
+        cmd_wait,
+        _wait_arguments,
+    ),
+    Command(
+        "cancel",
+        "stop tracking a job",
+        "Stop tracking a job now.  Publishes job.abandoned with reason cancelled_by_operator "
+        "as the job's last event; a replica polling it at that moment publishes nothing "
+        "more.  The job itself is not touched on ServiceStage.",
+        cmd_cancel,
+        _cancel_arguments,
+    ),
+)
+
+#: ``poller dead ACTION``: the intake's dead letters.
+DEAD_ACTIONS: Final = (
+    Command(
+        "list",
+        "show dead letters: number, age, reason, raw message",
+        "Show the dead-letter list, oldest first: number, age, reason, raw message.",
+        cmd_dead_list,
+        _dead_list_arguments,
+    ),
+    Command(
+        "requeue",
+        "move dead letters back onto the intake queue",
+        "Move the raw messages of the chosen dead letters (the numbers 'dead list' shows, or "
+        "--all) back onto the intake queue {prefix}:jobs.  Each record leaves the dead-letter "
+        "list in the same Redis script that queues its message, so a crash loses nothing.  A "
+        "message that is still invalid comes back as a new dead letter.",
+        cmd_dead_requeue,
+        _dead_requeue_arguments,
+    ),
+)
 
 
 def register_dead(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -367,26 +429,9 @@ def register_dead(sub: Any, common: argparse.ArgumentParser) -> None:
         "shows them oldest first, numbered from 0 (numbers stay put while more arrive); "
         "'dead requeue' moves chosen ones back onto the intake queue, each atomically.",
     )  # fmt: skip
-    dead = p.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
-    d = dead.add_parser(
-        "list", parents=[common], help="show dead letters: number, age, reason, raw message",
-        description="Show the dead-letter list, oldest first: number, age, reason, raw message.",
-    )  # fmt: skip
-    d.add_argument(
-        "--json", action="store_true",
-        help="one JSON object per line: index, reason, at, age_seconds, raw",
-    )  # fmt: skip
-    d.set_defaults(func=cmd_dead_list)
-    d = dead.add_parser(
-        "requeue", parents=[common], help="move dead letters back onto the intake queue",
-        description="Move the raw messages of the chosen dead letters (the numbers 'dead "
-        "list' shows, or --all) back onto the intake queue {prefix}:jobs.  Each record leaves "
-        "the dead-letter list in the same Redis script that queues its message, so a crash "
-        "loses nothing.  A message that is still invalid comes back as a new dead letter.",
-    )  # fmt: skip
-    d.add_argument("indexes", nargs="*", type=count, metavar="N", help="numbers from dead list")
-    d.add_argument("--all", action="store_true", help="every dead letter there is now")
-    d.set_defaults(func=cmd_dead_requeue)
+    actions = p.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
+    for action in DEAD_ACTIONS:
+        action.add_to(actions, common)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,16 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # `poller --help` lists the commands in this order.
-    register_run(sub, common)
-    register_enqueue(sub, common)
-    register_status(sub, common)
-    register_events(sub, common)
-    register_wait(sub, common)
-    register_cancel(sub, common)
+    for command in COMMANDS:
+        command.add_to(sub, common)
     register_dead(sub, common)
     _register_devkit(sub)
-    register_web(sub)
-    register_forward(sub)
+    register_web(sub, common)
+    register_forward(sub, common)
     return parser
 
 

@@ -10,7 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,6 +24,18 @@ from poller.forward.forwarder import Forwarder, ForwardMetrics, ForwardOptions, 
 from poller.forward.signing import SECRET_PREFIX, WebhookSecret
 from poller.store import Keys, connect
 from poller.telemetry import REDACTOR, bind_replica, configure_logging, get_logger
+
+#: What ``poller forward --help`` opens with.
+DESCRIPTION: Final = (
+    "Deliver every event of {prefix}:events (every shard's with POLLER_SHARDS: the group on "
+    "each) to --webhook as a Standard Webhooks 1.0 POST (webhook-id {job_id}:{seq}, the same "
+    "on every retry; webhook-timestamp; webhook-signature v1, HMAC-SHA256 with the whsec_ "
+    "secret from --secret-file), through a consumer group: any number of forwarders share the "
+    "work, at least once, each job's events in order.  Non-2xx answers, timeouts and "
+    "connection errors are retried with backoff (Retry-After honoured) up to --max-attempts, "
+    "then the event is parked in {prefix}:forward:dead.  A forwarder that dies leaves its "
+    "deliveries pending; the others take them over after --claim-idle seconds."
+)
 
 
 def _port(text: str) -> int:
@@ -211,21 +223,12 @@ def _add_filter_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``forward`` subcommand."""
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``forward`` subcommand (``common``: the options every command shares)."""
     p = subparsers.add_parser(
-        "forward", help="deliver events to a webhook (Standard Webhooks, signed)",
-        description="Deliver every event of {prefix}:events (every shard's with POLLER_SHARDS: "
-        "the group on each) to --webhook as a Standard Webhooks "
-        "1.0 POST (webhook-id {job_id}:{seq}, the same on every retry; webhook-timestamp; "
-        "webhook-signature v1, HMAC-SHA256 with the whsec_ secret from --secret-file), through "
-        "a consumer group: any number of forwarders share the work, at least once, each job's "
-        "events in order.  Non-2xx answers, timeouts and connection errors are retried with "
-        "backoff (Retry-After honoured) up to --max-attempts, then the event is parked in "
-        "{prefix}:forward:dead.  A forwarder that dies leaves its deliveries pending; the "
-        "others take them over after --claim-idle seconds.",
+        "forward", parents=[common], help="deliver events to a webhook (Standard Webhooks, signed)",
+        description=DESCRIPTION,
     )  # fmt: skip
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $POLLER_CONFIG)")
     _add_route_options(p)
     _add_delivery_options(p)
     _add_filter_options(p)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from typing import Final
 
 from poller.sim._fields import ScenarioError
@@ -90,15 +91,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser`` and set ``func`` to :func:`run_sim`."""
-    _add_serving_options(parser)
-    _add_credential_options(parser)
-    _add_job_options(parser)
-    _add_fault_options(parser)
+    _add_serving_options(parser.add_argument_group("serving"))
+    _add_credential_options(parser.add_argument_group("AK/SK and IAM credentials"))
+    _add_job_options(parser.add_argument_group("jobs"))
+    _add_fault_options(parser.add_argument_group("fault injection (per-request probabilities)"))
     parser.set_defaults(func=run_sim)
 
 
-def _add_serving_options(parser: argparse.ArgumentParser) -> None:
-    serve = parser.add_argument_group("serving")
+def _flag(
+    group: argparse._ActionsContainer, name: str, help: str, *, default: bool | None = False
+) -> None:
+    """An option that is given or not: ``True`` if it is, else ``default``."""
+    group.add_argument(name, action="store_true", default=default, help=help)
+
+
+def _add_serving_options(serve: argparse._ArgumentGroup) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port, 0 for any (%(default)s)")
     serve.add_argument(
@@ -116,11 +123,11 @@ def _add_serving_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"most tasks per response whatever limit asks (default: {DEFAULT_PAGE_CAP})",
     )
-    serve.add_argument(
+    _flag(
+        serve,
         "--upper-case-keys",
-        action="store_true",
-        default=None,
-        help="answer EXECUTION_STATUS, TASK_ID ... as printed on the API page",
+        "answer EXECUTION_STATUS, TASK_ID ... as printed on the API page",
+        default=None,  # not given: as the scenario says
     )
     serve.add_argument(
         "--hostile",
@@ -135,15 +142,10 @@ def _add_serving_options(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help="run job timelines X times faster than real time (%(default)s)",
     )
-    serve.add_argument(
-        "--manual-clock",
-        action="store_true",
-        help="time moves only through POST /_sim/clock",
-    )
+    _flag(serve, "--manual-clock", "time moves only through POST /_sim/clock")
 
 
-def _add_credential_options(parser: argparse.ArgumentParser) -> None:
-    creds = parser.add_argument_group("AK/SK and IAM credentials")
+def _add_credential_options(creds: argparse._ArgumentGroup) -> None:
     creds.add_argument(
         "--access-key",
         action="append",
@@ -178,21 +180,18 @@ def _add_credential_options(parser: argparse.ArgumentParser) -> None:
         help="serve GET /openstack/latest/securitykey (the ECS metadata service) with temporary "
         "AK/SK and security token living SECONDS each (default: no metadata service)",
     )
-    creds.add_argument(
+    _flag(
+        creds,
         "--metadata-token-required",
-        action="store_true",
-        help="the metadata service answers only with a session token "
+        "the metadata service answers only with a session token "
         "(PUT /meta-data/latest/api/token, then X-Metadata-Token)",
     )
 
 
-def _add_job_options(parser: argparse.ArgumentParser) -> None:
-    jobs = parser.add_argument_group("jobs")
+def _add_job_options(jobs: argparse._ArgumentGroup) -> None:
     source = jobs.add_mutually_exclusive_group()
     source.add_argument("--scenario", metavar="FILE", help="scenario file (JSON, or .toml)")
-    source.add_argument(
-        "--example", action="store_true", help="the shipped example: six jobs, six fates"
-    )
+    _flag(source, "--example", "the shipped example: six jobs, six fates")
     jobs.add_argument("--generate", type=_non_negative_int, metavar="N", help="N random jobs")
     jobs.add_argument("--seed", type=int, default=0, help="seed for --generate and faults (0)")
     jobs.add_argument(
@@ -201,15 +200,10 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="generated jobs finish within SECONDS (default: 20-60 s each)",
     )
-    jobs.add_argument(
-        "--print-scenario",
-        action="store_true",
-        help="print the scenario (generated and/or loaded) as JSON and exit",
-    )
+    _flag(jobs, "--print-scenario", "print the scenario (generated and/or loaded) as JSON and exit")
 
 
-def _add_fault_options(parser: argparse.ArgumentParser) -> None:
-    faults = parser.add_argument_group("fault injection (per-request probabilities)")
+def _add_fault_options(faults: argparse._ArgumentGroup) -> None:
     faults.add_argument(
         "--error-rate", type=_rate, metavar="P", help="spread evenly over the six classic kinds"
     )
@@ -303,15 +297,7 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     generated = generate(args.generate, args.seed, duration=args.duration)
     if path is None:
         return generated
-    return Scenario(
-        jobs=loaded.jobs + generated.jobs,
-        project_id=loaded.project_id,
-        page_cap=loaded.page_cap,
-        upper_case_keys=loaded.upper_case_keys,
-        faults=loaded.faults,
-        description=loaded.description,
-        auth=loaded.auth,
-    )
+    return replace(loaded, jobs=loaded.jobs + generated.jobs)
 
 
 def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from poller.sim.auth import DEFAULT_TOKEN, RequestVerifier, TokenVerifier
@@ -11,6 +11,7 @@ from poller.sim.credentials import (
     DEFAULT_AKSK_LOCK_SECONDS,
     DEFAULT_AKSK_MAX_FAILURES,
     DEFAULT_IAM_TOKEN_LIFETIME,
+    AuthSpec,
     IamUser,
     check_access_keys,
     check_seconds,
@@ -109,32 +110,20 @@ def config_from_scenario(scenario: Scenario, base: SimConfig | None = None) -> S
     settings the scenario sets (project, page cap, key case, faults, auth) taking their place;
     the scenario's access keys and IAM users are added to the base's."""
     start = base or SimConfig()
-    auth = scenario.auth
-    access_keys = dict(start.access_keys)
-    iam_users = start.iam_users
-    lifetime, lock = start.iam_token_lifetime, start.aksk_lock_seconds
-    if auth is not None:
-        access_keys.update(auth.access_keys or {})
-        iam_users += auth.iam_users or ()
-        lifetime = auth.iam_token_lifetime or lifetime
-        lock = lock if auth.aksk_lock_seconds is None else auth.aksk_lock_seconds
-    return SimConfig(
+    auth = scenario.auth or AuthSpec()
+    return replace(
+        start,
         project_id=scenario.project_id or start.project_id,
         jobs=start.jobs + scenario.jobs,
         page_cap=scenario.page_cap or start.page_cap,
         upper_case_keys=(
             start.upper_case_keys if scenario.upper_case_keys is None else scenario.upper_case_keys
         ),
-        authenticators=start.authenticators,
         faults=scenario.faults or start.faults,
-        manual_clock=start.manual_clock,
-        time_scale=start.time_scale,
-        access_keys=access_keys,
-        iam_users=iam_users,
-        iam_token_lifetime=lifetime,
-        aksk_lock_seconds=lock,
-        aksk_max_failures=start.aksk_max_failures,
-        hostile=start.hostile,
-        temporary_credentials_ttl=start.temporary_credentials_ttl,
-        metadata_token_required=start.metadata_token_required,
+        access_keys={**start.access_keys, **(auth.access_keys or {})},
+        iam_users=start.iam_users + (auth.iam_users or ()),
+        iam_token_lifetime=auth.iam_token_lifetime or start.iam_token_lifetime,
+        aksk_lock_seconds=(
+            start.aksk_lock_seconds if auth.aksk_lock_seconds is None else auth.aksk_lock_seconds
+        ),
     )

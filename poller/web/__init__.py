@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -21,6 +21,14 @@ from poller.web.app import WebLimits, build_app
 __all__ = ["WebLimits", "build_app", "register", "serve"]
 
 log = get_logger(component="web")
+
+#: What ``poller web --help`` opens with.
+DESCRIPTION: Final = (
+    "Serve a live status page (GET /) and an HTTP API: job state (GET /api/jobs/ID), "
+    "Server-Sent Events (GET /api/jobs/ID/events, GET /api/events) and enqueueing "
+    "(POST /api/jobs).  Bearer tokens come from POLLER_WEB_TOKENS_FILE (one per line, re-read "
+    "when it changes); POLLER_WEB_PUBLIC_READ=true lets anyone read."
+)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -65,16 +73,14 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``web`` subcommand."""
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``web`` subcommand (``common``: the options every command shares)."""
     p = subparsers.add_parser(
-        "web", help="serve the status page and the HTTP API",
-        description="Serve a live status page (GET /) and an HTTP API: job state "
-        "(GET /api/jobs/ID), Server-Sent Events (GET /api/jobs/ID/events, GET /api/events) and "
-        "enqueueing (POST /api/jobs).  Bearer tokens come from POLLER_WEB_TOKENS_FILE (one per "
-        "line, re-read when it changes); POLLER_WEB_PUBLIC_READ=true lets anyone read.",
-    )  # fmt: skip
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $POLLER_CONFIG)")
+        "web",
+        parents=[common],
+        help="serve the status page and the HTTP API",
+        description=DESCRIPTION,
+    )
     p.add_argument("--host", help="address to listen on (default: POLLER_WEB_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: POLLER_WEB_PORT, 9465; 0: any)")
     p.set_defaults(func=cmd_web)
