@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import StrEnum, auto
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
@@ -110,23 +110,24 @@ class SignedRequest:
 
 
 class VerifyReason(StrEnum):
-    """Why :func:`verify_request` accepted or rejected a request."""
+    """Why :func:`verify_request` accepted or rejected a request (each value is the member's
+    name in lower case)."""
 
-    OK = "ok"
-    MISSING_AUTHORIZATION = "missing_authorization"
-    MALFORMED_AUTHORIZATION = "malformed_authorization"
-    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
-    REQUIRED_HEADER_NOT_SIGNED = "required_header_not_signed"
-    SIGNED_HEADER_MISSING = "signed_header_missing"
-    DUPLICATE_HEADER = "duplicate_header"
-    MALFORMED_DATE = "malformed_date"
-    DATE_TOO_OLD = "date_too_old"
-    DATE_IN_FUTURE = "date_in_future"
-    UNKNOWN_ACCESS_KEY = "unknown_access_key"
-    UNSIGNED_PAYLOAD = "unsigned_payload"
-    PAYLOAD_HASH_MISMATCH = "payload_hash_mismatch"
-    MALFORMED_REQUEST = "malformed_request"
-    SIGNATURE_MISMATCH = "signature_mismatch"
+    OK = auto()
+    MISSING_AUTHORIZATION = auto()
+    MALFORMED_AUTHORIZATION = auto()
+    UNSUPPORTED_ALGORITHM = auto()
+    REQUIRED_HEADER_NOT_SIGNED = auto()
+    SIGNED_HEADER_MISSING = auto()
+    DUPLICATE_HEADER = auto()
+    MALFORMED_DATE = auto()
+    DATE_TOO_OLD = auto()
+    DATE_IN_FUTURE = auto()
+    UNKNOWN_ACCESS_KEY = auto()
+    UNSIGNED_PAYLOAD = auto()
+    PAYLOAD_HASH_MISMATCH = auto()
+    MALFORMED_REQUEST = auto()
+    SIGNATURE_MISMATCH = auto()
 
 
 @dataclass(frozen=True, slots=True)
