@@ -398,9 +398,57 @@ def sign_request(
 
 @dataclass(frozen=True, slots=True)
 class _Authorization:
+    """A received ``Authorization`` header: the AK it names, the headers it says are signed and
+    the signature it carries."""
+
     access_key: str
     signed_headers: tuple[str, ...]
     signature: str
+
+    def verdict(
+        self,
+        *,
+        method: str,
+        url: str,
+        secret_key: str,
+        canonical_headers: Mapping[str, str],
+        payload_hash: str,
+    ) -> VerifyResult:
+        """Recompute the signature the client should have sent and compare it with the one sent."""
+        _scheme, _netloc, path, raw_query = _split_target(url)
+        try:
+            secret = _secret_bytes(secret_key)
+        except SigningError:
+            return VerifyResult(
+                VerifyReason.UNKNOWN_ACCESS_KEY,
+                "the stored secret key is unusable",
+                self.access_key,
+            )
+        try:
+            canonical = _canonical_request(
+                method=method,
+                path=path or "/",
+                query_pairs=parse_query(raw_query),
+                canonical_headers=canonical_headers,
+                signed_headers=self.signed_headers,
+                payload_hash=payload_hash,
+            )
+            expected = _signature(secret, canonical_headers["x-sdk-date"], canonical)
+        except UnicodeEncodeError:
+            return VerifyResult(
+                VerifyReason.MALFORMED_REQUEST,
+                "the request holds text that is not valid UTF-8",
+                self.access_key,
+            )
+        if not hmac.compare_digest(expected.encode("ascii"), self.signature.encode("ascii")):
+            return VerifyResult(
+                VerifyReason.SIGNATURE_MISMATCH,
+                "signature does not match (wrong secret key, or method, path, query, signed "
+                "headers or body changed)",
+                self.access_key,
+                canonical,
+            )
+        return VerifyResult(VerifyReason.OK, "signature valid", self.access_key, canonical)
 
 
 def _parse_authorization(value: str) -> _Authorization | VerifyResult:
@@ -560,50 +608,6 @@ def _verified_payload_hash(
     return declared or body_hash
 
 
-def _signature_verdict(
-    *,
-    method: str,
-    url: str,
-    secret_key: str,
-    auth: _Authorization,
-    canonical_headers: Mapping[str, str],
-    payload_hash: str,
-) -> VerifyResult:
-    """Recompute the signature the client should have sent and compare it with the one sent."""
-    _scheme, _netloc, path, raw_query = _split_target(url)
-    try:
-        secret = _secret_bytes(secret_key)
-    except SigningError:
-        return VerifyResult(
-            VerifyReason.UNKNOWN_ACCESS_KEY, "the stored secret key is unusable", auth.access_key
-        )
-    try:
-        canonical = _canonical_request(
-            method=method,
-            path=path or "/",
-            query_pairs=parse_query(raw_query),
-            canonical_headers=canonical_headers,
-            signed_headers=auth.signed_headers,
-            payload_hash=payload_hash,
-        )
-        expected = _signature(secret, canonical_headers["x-sdk-date"], canonical)
-    except UnicodeEncodeError:
-        return VerifyResult(
-            VerifyReason.MALFORMED_REQUEST,
-            "the request holds text that is not valid UTF-8",
-            auth.access_key,
-        )
-    if not hmac.compare_digest(expected.encode("ascii"), auth.signature.encode("ascii")):
-        return VerifyResult(
-            VerifyReason.SIGNATURE_MISMATCH,
-            "signature does not match (wrong secret key, or method, path, query, signed "
-            "headers or body changed)",
-            auth.access_key,
-            canonical,
-        )
-    return VerifyResult(VerifyReason.OK, "signature valid", auth.access_key, canonical)
-
-
 def verify_request(
     *,
     method: str,
@@ -654,11 +658,10 @@ def verify_request(
     )
     if isinstance(payload_hash, VerifyResult):
         return payload_hash
-    return _signature_verdict(
+    return auth.verdict(
         method=method,
         url=url,
         secret_key=secret_key,
-        auth=auth,
         canonical_headers=canonical_headers,
         payload_hash=payload_hash,
     )
