@@ -262,6 +262,20 @@ def _parse_expiry(body: Any) -> float | None:
 
 C = TypeVar("C")
 
+
+@dataclass(frozen=True, slots=True)
+class CredentialService:
+    """Where a renewed credential comes from and how to ask for it: the HTTP ``session``, the
+    service's base URL (``endpoint``) and each request's timeout in seconds; ``clock`` and
+    ``hooks`` as for every authenticator."""
+
+    session: aiohttp.ClientSession
+    endpoint: str
+    request_timeout: float = 10.0
+    clock: Clock = SYSTEM_CLOCK
+    hooks: AuthHooks | None = None
+
+
 #: The fewest seconds between two background renewals, whatever a credential's lifetime.
 _MIN_RENEWAL_GAP: Final = 0.5
 
@@ -276,9 +290,11 @@ class _Renewed(ABC, Generic[C]):
     to 60 s) and the current credential keeps being used until it really expires.
     """
 
-    def __init__(self, *, clock: Clock, hooks: AuthHooks | None) -> None:
-        self._clock = clock
-        self._hooks = hooks or AuthHooks()
+    def __init__(self, service: CredentialService) -> None:
+        self._session = service.session
+        self._timeout = aiohttp.ClientTimeout(total=service.request_timeout)
+        self._clock = service.clock
+        self._hooks = service.hooks or AuthHooks()
         self._current: C | None = None
         self._obtained_at = 0.0
         self._expires_at = 0.0
@@ -408,26 +424,20 @@ class IamToken(_Renewed[Secret]):
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        service: CredentialService,
         *,
-        endpoint: str,
         user: str,
         password: Secret,
         domain: str,
         project_id: str,
-        request_timeout: float = 10.0,
-        clock: Clock = SYSTEM_CLOCK,
-        hooks: AuthHooks | None = None,
     ) -> None:
-        super().__init__(clock=clock, hooks=hooks)
-        self._session = session
-        self._url = URL(endpoint.rstrip("/")) / "v3" / "auth" / "tokens"
+        super().__init__(service)
+        self._url = URL(service.endpoint.rstrip("/")) / "v3" / "auth" / "tokens"
         self._proxy = env_proxy(self._url)
         self._user = user
         self._password = password
         self._domain = domain
         self._project_id = project_id
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
 
     def _identity(self, credential: Secret) -> str:
         return credential.reveal()
@@ -564,21 +574,11 @@ class MetadataCredentials(_Renewed[TemporaryCredential]):
     name = "metadata"
     _nothing_yet = "no credential from the metadata service yet"
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        *,
-        endpoint: str,
-        request_timeout: float = 10.0,
-        clock: Clock = SYSTEM_CLOCK,
-        hooks: AuthHooks | None = None,
-    ) -> None:
-        super().__init__(clock=clock, hooks=hooks)
-        self._session = session
-        base = endpoint.rstrip("/")
+    def __init__(self, service: CredentialService) -> None:
+        super().__init__(service)
+        base = service.endpoint.rstrip("/")
         self._key_url = URL(base + SECURITY_KEY_PATH)
         self._token_url = URL(base + METADATA_TOKEN_PATH)
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._metadata_token: Secret | None = None
         self._token_checked_at: float | None = None
         self._refused: str | None = None
@@ -717,13 +717,14 @@ def build_authenticator(
     if settings.auth_token_file:
         return TokenFile(settings.auth_token_file, hooks=hooks)
     hooks = hooks or AuthHooks()
-    if settings.credentials == "metadata":
-        return MetadataCredentials(
-            session,
-            endpoint=settings.metadata_endpoint,
-            request_timeout=settings.request_timeout,
-            hooks=hooks,
+
+    def service(endpoint: str) -> CredentialService:
+        return CredentialService(
+            session, endpoint, request_timeout=settings.request_timeout, hooks=hooks
         )
+
+    if settings.credentials == "metadata":
+        return MetadataCredentials(service(settings.metadata_endpoint))
     if settings.access_key is not None and settings.secret_key is not None:
         if settings.security_token is not None:
             hooks.secret(settings.security_token.reveal())
@@ -732,12 +733,9 @@ def build_authenticator(
         )
     assert settings.iam_password is not None
     return IamToken(
-        session,
-        endpoint=settings.iam_endpoint,
+        service(settings.iam_endpoint),
         user=settings.iam_user,
         password=settings.iam_password,
         domain=settings.iam_domain,
         project_id=settings.project_id,
-        request_timeout=settings.request_timeout,
-        hooks=hooks,
     )

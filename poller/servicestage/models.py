@@ -53,8 +53,12 @@ class JobSnapshot:
     tasks: tuple[Task, ...]
 
 
-def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k).lower(): v for k, v in obj.items()}
+def _fields(raw: Any, problem: str) -> dict[str, Any]:
+    """The fields of the JSON object ``raw`` by lower-cased name; :class:`MalformedResponse`
+    saying ``problem`` when ``raw`` is no object."""
+    if not isinstance(raw, Mapping):
+        raise MalformedResponse(problem)
+    return {str(k).lower(): v for k, v in raw.items()}
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -77,10 +81,8 @@ def decode_json(body: bytes | str) -> Any:
         raise MalformedResponse(f"not JSON: {type(exc).__name__}") from None
 
 
-def _text(value: Any, *, field: str, required: bool = False) -> str:
+def _text(value: Any, *, field: str) -> str:
     if value is None:
-        if required:
-            raise MalformedResponse(f"missing {field}")
         return ""
     if isinstance(value, str):
         return clean_text(value)
@@ -109,14 +111,21 @@ def _integer(value: Any, *, field: str) -> int:
     raise MalformedResponse(f"{field} is not an integer: {value!r}")
 
 
+def _status(fields: Mapping[str, Any], key: str) -> str:
+    """The text of ``fields[key]``, which must be there and not be empty."""
+    value = fields.get(key)
+    if value is None:
+        raise MalformedResponse(f"missing {key}")
+    status = _text(value, field=key)
+    if not status:
+        raise MalformedResponse(f"empty {key}")
+    return status
+
+
 def parse_task(raw: Any) -> Task:
     """A :class:`Task` from one element of ``tasks`` (either key case)."""
-    if not isinstance(raw, Mapping):
-        raise MalformedResponse("a task is not an object")
-    t = _lower_keys(raw)
-    status = _text(t.get("task_status"), field="task_status", required=True)
-    if not status:
-        raise MalformedResponse("empty task_status")
+    t = _fields(raw, "a task is not an object")
+    status = _status(t, "task_status")
     index = _integer(
         t.get("task_index", 0) if t.get("task_index") is not None else 0, field="task_index"
     )
@@ -139,16 +148,9 @@ def parse_task(raw: Any) -> Task:
 
 def parse_page(body: Any) -> Page:
     """A :class:`Page` from a decoded JSON body; raises :class:`MalformedResponse`."""
-    if not isinstance(body, Mapping):
-        raise MalformedResponse("the body is not a JSON object")
-    top = _lower_keys(body)
-    job_raw = top.get("job")
-    if not isinstance(job_raw, Mapping):
-        raise MalformedResponse("missing job object")
-    job = _lower_keys(job_raw)
-    status = _text(job.get("execution_status"), field="execution_status", required=True)
-    if not status:
-        raise MalformedResponse("empty execution_status")
+    top = _fields(body, "the body is not a JSON object")
+    job = _fields(top.get("job"), "missing job object")
+    status = _status(job, "execution_status")
     tasks_raw = top.get("tasks")
     if tasks_raw is None:
         tasks_raw = []
@@ -193,13 +195,7 @@ class ApiError:
 def parse_error(text: str) -> ApiError:
     """The error fields of a body, or an empty :class:`ApiError` when it is not JSON."""
     try:
-        body = decode_json(text)
-    except MalformedResponse:
-        return ApiError()
-    if not isinstance(body, Mapping):
-        return ApiError()
-    b = _lower_keys(body)
-    try:
+        b = _fields(decode_json(text), "the error body is not a JSON object")
         return ApiError(
             code=_text(b.get("error_code"), field="error_code")[:100],
             message=_text(b.get("error_msg"), field="error_msg")[:500],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from poller.servicestage.models import JobSnapshot
 
@@ -16,38 +16,42 @@ class Fetched:
 
 
 @dataclass(frozen=True, slots=True)
-class Transient:
+class _Failure:
+    """A poll that did not bring a snapshot.  ``request_id`` is the one the API gave its answer
+    (``""`` when none came), keyword-only and last in every failure."""
+
+    request_id: str = field(default="", kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Transient(_Failure):
     """A failure worth retrying: timeout, reset, 5xx, 429, bad body, incomplete pages."""
 
     reason: str
     status: int | None = None
     retry_after: float | None = None
-    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class NotFound:
+class NotFound(_Failure):
     """404: the job is not (yet) visible."""
 
     detail: str
-    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(_Failure):
     """400/403: the API refuses this job for good."""
 
     status: int
     detail: str
-    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class AuthFailed:
+class AuthFailed(_Failure):
     """401 even after refreshing credentials once."""
 
     detail: str
-    request_id: str = ""
 
 
 PollOutcome = Fetched | Transient | NotFound | Rejected | AuthFailed

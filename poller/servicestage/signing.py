@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import StrEnum, auto
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
@@ -110,23 +110,24 @@ class SignedRequest:
 
 
 class VerifyReason(StrEnum):
-    """Why :func:`verify_request` accepted or rejected a request."""
+    """Why :func:`verify_request` accepted or rejected a request (each value is the member's
+    name in lower case)."""
 
-    OK = "ok"
-    MISSING_AUTHORIZATION = "missing_authorization"
-    MALFORMED_AUTHORIZATION = "malformed_authorization"
-    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
-    REQUIRED_HEADER_NOT_SIGNED = "required_header_not_signed"
-    SIGNED_HEADER_MISSING = "signed_header_missing"
-    DUPLICATE_HEADER = "duplicate_header"
-    MALFORMED_DATE = "malformed_date"
-    DATE_TOO_OLD = "date_too_old"
-    DATE_IN_FUTURE = "date_in_future"
-    UNKNOWN_ACCESS_KEY = "unknown_access_key"
-    UNSIGNED_PAYLOAD = "unsigned_payload"
-    PAYLOAD_HASH_MISMATCH = "payload_hash_mismatch"
-    MALFORMED_REQUEST = "malformed_request"
-    SIGNATURE_MISMATCH = "signature_mismatch"
+    OK = auto()
+    MISSING_AUTHORIZATION = auto()
+    MALFORMED_AUTHORIZATION = auto()
+    UNSUPPORTED_ALGORITHM = auto()
+    REQUIRED_HEADER_NOT_SIGNED = auto()
+    SIGNED_HEADER_MISSING = auto()
+    DUPLICATE_HEADER = auto()
+    MALFORMED_DATE = auto()
+    DATE_TOO_OLD = auto()
+    DATE_IN_FUTURE = auto()
+    UNKNOWN_ACCESS_KEY = auto()
+    UNSIGNED_PAYLOAD = auto()
+    PAYLOAD_HASH_MISMATCH = auto()
+    MALFORMED_REQUEST = auto()
+    SIGNATURE_MISMATCH = auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,9 +398,57 @@ def sign_request(
 
 @dataclass(frozen=True, slots=True)
 class _Authorization:
+    """A received ``Authorization`` header: the AK it names, the headers it says are signed and
+    the signature it carries."""
+
     access_key: str
     signed_headers: tuple[str, ...]
     signature: str
+
+    def verdict(
+        self,
+        *,
+        method: str,
+        url: str,
+        secret_key: str,
+        canonical_headers: Mapping[str, str],
+        payload_hash: str,
+    ) -> VerifyResult:
+        """Recompute the signature the client should have sent and compare it with the one sent."""
+        _scheme, _netloc, path, raw_query = _split_target(url)
+        try:
+            secret = _secret_bytes(secret_key)
+        except SigningError:
+            return VerifyResult(
+                VerifyReason.UNKNOWN_ACCESS_KEY,
+                "the stored secret key is unusable",
+                self.access_key,
+            )
+        try:
+            canonical = _canonical_request(
+                method=method,
+                path=path or "/",
+                query_pairs=parse_query(raw_query),
+                canonical_headers=canonical_headers,
+                signed_headers=self.signed_headers,
+                payload_hash=payload_hash,
+            )
+            expected = _signature(secret, canonical_headers["x-sdk-date"], canonical)
+        except UnicodeEncodeError:
+            return VerifyResult(
+                VerifyReason.MALFORMED_REQUEST,
+                "the request holds text that is not valid UTF-8",
+                self.access_key,
+            )
+        if not hmac.compare_digest(expected.encode("ascii"), self.signature.encode("ascii")):
+            return VerifyResult(
+                VerifyReason.SIGNATURE_MISMATCH,
+                "signature does not match (wrong secret key, or method, path, query, signed "
+                "headers or body changed)",
+                self.access_key,
+                canonical,
+            )
+        return VerifyResult(VerifyReason.OK, "signature valid", self.access_key, canonical)
 
 
 def _parse_authorization(value: str) -> _Authorization | VerifyResult:
@@ -559,50 +608,6 @@ def _verified_payload_hash(
     return declared or body_hash
 
 
-def _signature_verdict(
-    *,
-    method: str,
-    url: str,
-    secret_key: str,
-    auth: _Authorization,
-    canonical_headers: Mapping[str, str],
-    payload_hash: str,
-) -> VerifyResult:
-    """Recompute the signature the client should have sent and compare it with the one sent."""
-    _scheme, _netloc, path, raw_query = _split_target(url)
-    try:
-        secret = _secret_bytes(secret_key)
-    except SigningError:
-        return VerifyResult(
-            VerifyReason.UNKNOWN_ACCESS_KEY, "the stored secret key is unusable", auth.access_key
-        )
-    try:
-        canonical = _canonical_request(
-            method=method,
-            path=path or "/",
-            query_pairs=parse_query(raw_query),
-            canonical_headers=canonical_headers,
-            signed_headers=auth.signed_headers,
-            payload_hash=payload_hash,
-        )
-        expected = _signature(secret, canonical_headers["x-sdk-date"], canonical)
-    except UnicodeEncodeError:
-        return VerifyResult(
-            VerifyReason.MALFORMED_REQUEST,
-            "the request holds text that is not valid UTF-8",
-            auth.access_key,
-        )
-    if not hmac.compare_digest(expected.encode("ascii"), auth.signature.encode("ascii")):
-        return VerifyResult(
-            VerifyReason.SIGNATURE_MISMATCH,
-            "signature does not match (wrong secret key, or method, path, query, signed "
-            "headers or body changed)",
-            auth.access_key,
-            canonical,
-        )
-    return VerifyResult(VerifyReason.OK, "signature valid", auth.access_key, canonical)
-
-
 def verify_request(
     *,
     method: str,
@@ -653,11 +658,10 @@ def verify_request(
     )
     if isinstance(payload_hash, VerifyResult):
         return payload_hash
-    return _signature_verdict(
+    return auth.verdict(
         method=method,
         url=url,
         secret_key=secret_key,
-        auth=auth,
         canonical_headers=canonical_headers,
         payload_hash=payload_hash,
     )

@@ -67,22 +67,21 @@ _MAX_REMEMBERED: Final = 10_000  # beyond this the oldest credentials and tokens
 
 @dataclass(frozen=True, slots=True)
 class TemporaryCredential:
-    """One issued credential (secrets left out of ``repr``)."""
+    """One issued credential: its AK, what the verifier needs of it (``key``, left out of
+    ``repr`` for its secrets) and when it was issued."""
 
     access_key: str
-    secret_key: str = field(repr=False)
-    security_token: str = field(repr=False)
+    key: TemporaryKey = field(repr=False)
     issued_at: float
-    expires_at: float
 
     def as_document(self) -> dict[str, object]:
         """The metadata service's answer for this credential."""
         return {
             "credential": {
                 "access": self.access_key,
-                "secret": self.secret_key,
-                "securitytoken": self.security_token,
-                "expires_at": rfc3339(self.expires_at),
+                "secret": self.key.secret_key,
+                "securitytoken": self.key.security_token,
+                "expires_at": rfc3339(self.key.expires_at),
             }
         }
 
@@ -118,12 +117,13 @@ class TemporaryCredentials:
     def rotate(self) -> TemporaryCredential:
         """Issue a new credential now (the previous ones stay valid until they expire)."""
         now = self._wall_clock()
-        credential = TemporaryCredential(
-            access_key="TMP" + secrets.token_hex(10).upper(),
+        key = TemporaryKey(
             secret_key=secrets.token_urlsafe(30),
             security_token="gQpjbi1zaW0" + secrets.token_urlsafe(96),
-            issued_at=now,
             expires_at=now + self._ttl,
+        )
+        credential = TemporaryCredential(
+            access_key="TMP" + secrets.token_hex(10).upper(), key=key, issued_at=now
         )
         if len(self._by_access_key) >= _MAX_REMEMBERED:
             self._by_access_key.popitem(last=False)
@@ -134,9 +134,7 @@ class TemporaryCredentials:
     def lookup(self, access_key: str) -> TemporaryKey | None:
         """What the AK/SK verifier needs of ``access_key``, or ``None`` if never issued."""
         credential = self._by_access_key.get(access_key)
-        if credential is None:
-            return None
-        return TemporaryKey(credential.secret_key, credential.security_token, credential.expires_at)
+        return credential.key if credential is not None else None
 
     def issued(self) -> list[TemporaryCredential]:
         """Every credential issued and still remembered, oldest first (for tests)."""
@@ -145,7 +143,7 @@ class TemporaryCredentials:
     def live(self) -> list[str]:
         """The AKs of credentials that have not expired."""
         now = self._wall_clock()
-        return [c.access_key for c in self._by_access_key.values() if now < c.expires_at]
+        return [c.access_key for c in self._by_access_key.values() if now < c.key.expires_at]
 
 
 @dataclass(slots=True)

@@ -280,7 +280,7 @@ async def test_no_secret_appears_in_any_log_line_or_event(
                     proc.kill()
         issued = sim.state.iam_tokens.issued()
         service = sim.app[METADATA]
-        temporary = [(c.secret_key, c.security_token) for c in service.credentials.issued()]
+        temporary = [(c.key.secret_key, c.key.security_token) for c in service.credentials.issued()]
         issued += [secret for pair in temporary for secret in pair]
         issued += list(service.session_tokens)
         stats = await sim.stats()
@@ -307,8 +307,9 @@ def _temporary_env(sim: SimHandle) -> dict[str, str]:
     from poller.sim.metadata import METADATA
 
     credential = sim.app[METADATA].credentials.current()
-    return {"POLLER_ACCESS_KEY": credential.access_key, "POLLER_SECRET_KEY": credential.secret_key,
-            "POLLER_SECURITY_TOKEN": credential.security_token}  # fmt: skip
+    key = credential.key
+    return {"POLLER_ACCESS_KEY": credential.access_key, "POLLER_SECRET_KEY": key.secret_key,
+            "POLLER_SECURITY_TOKEN": key.security_token}  # fmt: skip
 
 
 async def test_iam_unreachable_keeps_the_daemon_up_backing_off_and_unready(
@@ -367,7 +368,7 @@ async def test_metadata_credentials_are_renewed_across_expiries_without_a_401(
     firsts = [(at, ak) for n, (at, ak) in enumerate(served) if ak not in {a for _, a in served[:n]}]
     assert len(firsts) >= 3
     for (_, previous), (fetched_at, _) in itertools.pairwise(firsts):
-        assert fetched_at < issued[previous].expires_at
+        assert fetched_at < issued[previous].key.expires_at
     assert scraped(worker.metrics, "poller_token_refreshes_total", result="ok") >= 3
     for job_events in by_job(events).values():
         assert_consistent(job_events)

@@ -129,7 +129,7 @@ async def test_a_temporary_ak_is_accepted_only_with_its_own_signed_token(
         other = sim.app[METADATA].credentials.rotate()
         ok = await _with(session, sim, cred)
         missing = await _with(session, sim, cred, token=None)
-        wrong = await _with(session, sim, cred, token=other.security_token)
+        wrong = await _with(session, sim, cred, token=other.key.security_token)
         # signed without the token, the token added afterwards
         unsigned = await _with(session, sim, cred, token=None,
                                extra={"X-Security-Token": cred["securitytoken"]})  # fmt: skip
@@ -252,7 +252,9 @@ async def test_admin_status_and_rotation_never_show_a_secret(
     assert status["current_access_key"] == new["access"]
     assert status["credentials_served"] == 1  # the admin API is not counted
     for text in (rotated, json.dumps(status), repr(issued)):
-        assert all(c.secret_key not in text and c.security_token not in text for c in issued)
+        assert all(
+            c.key.secret_key not in text and c.key.security_token not in text for c in issued
+        )
 
 
 async def test_configured_key_pairs_and_temporary_ones_coexist(

@@ -22,6 +22,7 @@ from poller.servicestage.auth import (
     Authenticator,
     AuthHooks,
     AuthUnavailable,
+    CredentialService,
     IamToken,
     MetadataCredentials,
     TokenFile,
@@ -54,8 +55,13 @@ def token_reply(m: aioresponses, token: str, expires_at: float, repeat: bool = F
 
 
 def iam(session: aiohttp.ClientSession, clock: Clock, hooks: AuthHooks | None = None) -> IamToken:
-    return IamToken(session, endpoint=IAM, user="u", password=Secret("pw-secret"), domain="d",
-                    project_id="p", clock=clock, hooks=hooks)  # fmt: skip
+    return IamToken(
+        CredentialService(session, IAM, clock=clock, hooks=hooks),
+        user="u",
+        password=Secret("pw-secret"),
+        domain="d",
+        project_id="p",
+    )
 
 
 async def test_a_thousand_concurrent_requests_cause_one_iam_request() -> None:
@@ -245,7 +251,7 @@ def no_session_tokens(m: aioresponses) -> None:
 def metadata(
     session: aiohttp.ClientSession, clock: Callable[[], float], hooks: AuthHooks | None = None
 ) -> MetadataCredentials:
-    return MetadataCredentials(session, endpoint=META, clock=clock, hooks=hooks)
+    return MetadataCredentials(CredentialService(session, META, clock=clock, hooks=hooks))
 
 
 def calls(m: aioresponses, method: str, url: str) -> list[Any]:

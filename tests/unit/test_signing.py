@@ -519,6 +519,14 @@ def test_rejections_have_the_right_reasons() -> None:
     }
 
 
+def test_verify_reasons_read_as_their_names_in_lower_case() -> None:
+    # The values are what logs and the emulator show; ``auto()`` must keep them as spelled.
+    assert VerifyReason.OK == "ok"
+    assert VerifyReason.REQUIRED_HEADER_NOT_SIGNED == "required_header_not_signed"
+    assert VerifyReason.SIGNATURE_MISMATCH == "signature_mismatch"
+    assert all(reason.value == reason.name.lower() for reason in VerifyReason)
+
+
 def test_unsigned_payload_is_opt_in() -> None:
     _, headers = signed_get(body=b"raw", **{"Content-Type": "text/plain"})
     assert headers["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
