@@ -521,28 +521,24 @@ def _validate_redis(s: Settings) -> None:
     _check(s.redis_wait_timeout > 0, "POLLER_REDIS_WAIT_TIMEOUT: must be greater than 0")
 
 
-def _check_positive(*settings: tuple[str, float]) -> None:
-    for name, value in settings:
-        _check(value > 0, f"{name}: must be greater than 0")
+def _check_positive(values: Settings | PollingSettings, *keys: str) -> None:
+    """Each setting ``key`` of ``values`` is greater than 0."""
+    for key in keys:
+        _check(getattr(values, key) > 0, f"{env_var(key)}: must be greater than 0")
 
 
-def _check_at_least(high: tuple[str, float], low: tuple[str, float]) -> None:
-    _check(high[1] >= low[1], f"{high[0]}: must be at least {low[0]}")
+def _check_at_least(values: Settings | PollingSettings, high: str, low: str) -> None:
+    """Setting ``high`` of ``values`` is at least setting ``low``."""
+    _check(
+        getattr(values, high) >= getattr(values, low),
+        f"{env_var(high)}: must be at least {env_var(low)}",
+    )
 
 
 def _validate_polling(p: PollingSettings) -> None:
-    _check_positive(
-        ("POLLER_POLL_INTERVAL", p.poll_interval),
-        ("POLLER_BACKOFF_INITIAL", p.backoff_initial),
-        ("POLLER_JOB_TIMEOUT", p.job_timeout),
-        ("POLLER_REQUEST_TIMEOUT", p.request_timeout),
-    )
-    _check_at_least(
-        ("POLLER_POLL_INTERVAL_MAX", p.poll_interval_max), ("POLLER_POLL_INTERVAL", p.poll_interval)
-    )
-    _check_at_least(
-        ("POLLER_BACKOFF_MAX", p.backoff_max), ("POLLER_BACKOFF_INITIAL", p.backoff_initial)
-    )
+    _check_positive(p, "poll_interval", "backoff_initial", "job_timeout", "request_timeout")
+    _check_at_least(p, "poll_interval_max", "poll_interval")
+    _check_at_least(p, "backoff_max", "backoff_initial")
     _check(1 <= p.page_size <= 1000, "POLLER_PAGE_SIZE: must be between 1 and 1000")
 
 
@@ -571,15 +567,8 @@ def _validate(s: Settings) -> None:
             f"POLLER_PROJECT_ID: not a valid project ID: {s.project_id!r}",
         )
     _validate_polling(s.polling)
-    _check_positive(
-        ("POLLER_LEASE_SECONDS", s.lease_seconds),
-        ("POLLER_RETENTION", s.retention),
-        ("POLLER_SEQ_MEMORY", s.seq_memory),
-        ("POLLER_AUTH_PAUSE", s.auth_pause),
-    )
-    _check_at_least(
-        ("POLLER_AUTH_PAUSE_MAX", s.auth_pause_max), ("POLLER_AUTH_PAUSE", s.auth_pause)
-    )
+    _check_positive(s, "lease_seconds", "retention", "seq_memory", "auth_pause")
+    _check_at_least(s, "auth_pause_max", "auth_pause")
     _check(1 <= s.concurrency <= 100_000, "POLLER_CONCURRENCY: must be between 1 and 100000")
     _check(1 <= s.claim_batch <= 10_000, "POLLER_CLAIM_BATCH: must be between 1 and 10000")
     _check(s.events_maxlen >= 1, "POLLER_EVENTS_MAXLEN: must be at least 1")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from poller.servicestage.models import JobSnapshot
+from poller.servicestage.models import JobSnapshot, Task
 from poller.statuses import is_terminal
 
 
@@ -130,6 +130,39 @@ def _event(identity: JobIdentity, seq: int, observed_at: str, body: list[tuple[s
     return Event(tuple(fields))
 
 
+def _change(
+    kind: EventKind, from_status: str, to_status: str, job_status: str
+) -> list[tuple[str, str]]:
+    """The body every event starts with: its kind and the status move it reports."""
+    return [
+        ("event", kind),
+        ("from_status", from_status),
+        ("to_status", to_status),
+        ("job_status", job_status),
+    ]
+
+
+def _task_changed(task: Task, old: str | None, job_status: str) -> list[tuple[str, str]]:
+    return [
+        *_change(EventKind.TASK_STATUS_CHANGED, old or "", task.status, job_status),
+        ("task_id", task.task_id),
+        ("task_index", str(task.task_index)),
+        ("task_name", task.task_name),
+        ("task_created_at", task.created_at),
+        ("task_updated_at", task.updated_at),
+        ("messages", task.messages),
+    ]
+
+
+def _job_changed(current: JobSnapshot, old: str | None) -> list[tuple[str, str]]:
+    status = current.status
+    return [
+        *_change(EventKind.JOB_STATUS_CHANGED, old or "", status, status),
+        ("job_type", current.job_type),
+        ("terminal", "true" if is_terminal(status) else "false"),
+    ]
+
+
 def diff_snapshots(
     previous: StoredSnapshot | None,
     current: JobSnapshot,
@@ -144,50 +177,15 @@ def diff_snapshots(
     then one job event if the job's status changed (or on first sight).
     """
     before = {t.task_id: t.status for t in previous.tasks} if previous else {}
-    events: list[Event] = []
-    seq = first_seq
+    bodies: list[list[tuple[str, str]]] = []
     for task in current.tasks:
         old = before.get(task.task_id)
-        if old == task.status:
-            continue
-        events.append(
-            _event(
-                identity,
-                seq,
-                observed_at,
-                [
-                    ("event", EventKind.TASK_STATUS_CHANGED),
-                    ("from_status", old or ""),
-                    ("to_status", task.status),
-                    ("job_status", current.status),
-                    ("task_id", task.task_id),
-                    ("task_index", str(task.task_index)),
-                    ("task_name", task.task_name),
-                    ("task_created_at", task.created_at),
-                    ("task_updated_at", task.updated_at),
-                    ("messages", task.messages),
-                ],
-            )
-        )
-        seq += 1
+        if old != task.status:
+            bodies.append(_task_changed(task, old, current.status))
     old_status = previous.status if previous else None
     if old_status != current.status:
-        events.append(
-            _event(
-                identity,
-                seq,
-                observed_at,
-                [
-                    ("event", EventKind.JOB_STATUS_CHANGED),
-                    ("from_status", old_status or ""),
-                    ("to_status", current.status),
-                    ("job_status", current.status),
-                    ("job_type", current.job_type),
-                    ("terminal", "true" if is_terminal(current.status) else "false"),
-                ],
-            )
-        )
-    return events
+        bodies.append(_job_changed(current, old_status))
+    return [_event(identity, first_seq + n, observed_at, body) for n, body in enumerate(bodies)]
 
 
 def abandoned_event(
@@ -201,19 +199,12 @@ def abandoned_event(
 ) -> Event:
     """The final ``job.abandoned`` event; ``from``/``to`` carry the last status seen."""
     last = previous.status if previous else ""
-    return _event(
-        identity,
-        seq,
-        observed_at,
-        [
-            ("event", EventKind.JOB_ABANDONED),
-            ("from_status", last),
-            ("to_status", last),
-            ("job_status", last),
-            ("reason", reason),
-            ("detail", detail),
-        ],
-    )
+    body = [
+        *_change(EventKind.JOB_ABANDONED, last, last, last),
+        ("reason", reason),
+        ("detail", detail),
+    ]
+    return _event(identity, seq, observed_at, body)
 
 
 def merge_snapshot(previous: StoredSnapshot | None, current: JobSnapshot) -> StoredSnapshot:

@@ -134,38 +134,34 @@ def _job_violations(job_id: str, entries: list[Entry], where: str, *, utf8: bool
 
 
 def _chain_violations(label: str, events: list[dict[str, str]]) -> list[str]:
+    """Each task's and the job's status moves chain up: each starts where the last one of the
+    same task (or of the job) ended, and changes something."""
     out: list[str] = []
-    last_task: dict[str, str] = {}
-    last_job = ""
+    last: dict[str, str] = {}  # "task <id>" or "job": the last to_status
     for fields in events:
         kind = fields.get("event")
-        seq = fields.get("seq", "?")
-        before, after = fields.get("from_status", ""), fields.get("to_status", "")
+        where = f"{label}: seq {fields.get('seq', '?')}:"
         if kind == TASK_EVENT:
             task = fields.get("task_id", "")
             if not task:
-                out.append(f"{label}: seq {seq}: task event without task_id")
-            expected = last_task.get(task, "")
-            if before != expected:
-                out.append(
-                    f"{label}: seq {seq}: task {task} from_status {before!r}, "
-                    f"but its last to_status was {expected!r}"
-                )
-            if before == after:
-                out.append(f"{label}: seq {seq}: task {task} 'changed' {before!r} to itself")
-            last_task[task] = after
+                out.append(f"{where} task event without task_id")
+            subject = f"task {task}"
         elif kind == JOB_EVENT:
-            if before != last_job:
-                out.append(
-                    f"{label}: seq {seq}: job from_status {before!r}, "
-                    f"but its last to_status was {last_job!r}"
-                )
-            if before == after:
-                out.append(f"{label}: seq {seq}: job 'changed' {before!r} to itself")
-            terminal = fields.get("terminal")
-            if terminal != ("true" if is_terminal(after) else "false"):
-                out.append(f"{label}: seq {seq}: terminal={terminal!r} with to_status {after!r}")
-            last_job = after
+            subject = "job"
+        else:
+            continue
+        before, after = fields.get("from_status", ""), fields.get("to_status", "")
+        expected = last.get(subject, "")
+        if before != expected:
+            out.append(
+                f"{where} {subject} from_status {before!r}, but its last to_status was {expected!r}"
+            )
+        if before == after:
+            out.append(f"{where} {subject} 'changed' {before!r} to itself")
+        terminal = fields.get("terminal")
+        if kind == JOB_EVENT and terminal != ("true" if is_terminal(after) else "false"):
+            out.append(f"{where} terminal={terminal!r} with to_status {after!r}")
+        last[subject] = after
     return out
 
 

@@ -15,12 +15,12 @@ from poller.sim.scenario import JobSpec, Step, TaskSpec
 
 
 class Visibility(enum.StrEnum):
-    """What the API shows of a job: the job, 404 or 403."""
+    """What the API shows of a job: the job, 404 or 403 (each value is its name in lower case)."""
 
-    VISIBLE = "visible"
-    NOT_YET_VISIBLE = "not_yet_visible"
-    MISSING = "missing"
-    FORBIDDEN = "forbidden"
+    VISIBLE = enum.auto()
+    NOT_YET_VISIBLE = enum.auto()
+    MISSING = enum.auto()
+    FORBIDDEN = enum.auto()
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,17 +239,16 @@ def resolve_job(spec: JobSpec, project_id: str, *, job_id: str | None = None) ->
     return replace(spec, job_id=final_id, project_id=spec.project_id or project_id, tasks=tasks)
 
 
+def _set_fields(spec: object, names: tuple[str, ...]) -> dict[str, object]:
+    """The fields ``names`` of ``spec`` that are set (not ``None``), keyed by field name as in
+    the JSON document, in the order given."""
+    values = ((name, getattr(spec, name)) for name in names)
+    return {name: value for name, value in values if value is not None}
+
+
 def scenario_to_dict(scenario: Scenario) -> dict[str, object]:
     """The JSON document of ``scenario``; :func:`parse_scenario` reads it back unchanged."""
-    doc: dict[str, object] = {}
-    for key, value in (
-        ("description", scenario.description),
-        ("project_id", scenario.project_id),
-        ("page_cap", scenario.page_cap),
-        ("upper_case_keys", scenario.upper_case_keys),
-    ):
-        if value is not None:
-            doc[key] = value
+    doc = _set_fields(scenario, ("description", "project_id", "page_cap", "upper_case_keys"))
     if scenario.faults is not None:
         doc["faults"] = faults_to_dict(scenario.faults)
     if scenario.auth is not None:
@@ -260,17 +259,9 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, object]:
 
 def job_to_dict(job: JobSpec) -> dict[str, object]:
     """The JSON job spec of ``job``, leaving out fields at their defaults."""
-    doc: dict[str, object] = {}
-    for key, value in (
-        ("job_id", job.job_id),
-        ("project_id", job.project_id),
-        ("description", job.description),
-        ("order_id", job.order_id),
-        ("instance_id", job.instance_id),
-        ("rollback_enabled", job.rollback_enabled),
-    ):
-        if value is not None:
-            doc[key] = value
+    doc = _set_fields(
+        job, ("job_id", "project_id", "description", "order_id", "instance_id", "rollback_enabled")
+    )
     doc["job_type"] = job.job_type
     if job.visible_after:
         doc["visible_after"] = _num(job.visible_after)
@@ -286,11 +277,11 @@ def job_to_dict(job: JobSpec) -> dict[str, object]:
 
 
 def _task_to_dict(task: TaskSpec) -> dict[str, object]:
-    doc: dict[str, object] = {"task_index": task.task_index, "task_name": task.task_name}
-    if task.task_id is not None:
-        doc["task_id"] = task.task_id
-    if task.task_type is not None:
-        doc["task_type"] = task.task_type
+    doc: dict[str, object] = {
+        "task_index": task.task_index,
+        "task_name": task.task_name,
+        **_set_fields(task, ("task_id", "task_type")),
+    }
     if task.messages != "{}":
         doc["messages"] = task.messages
     doc["steps"] = [_step_to_list(step) for step in task.steps]

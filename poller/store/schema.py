@@ -635,13 +635,12 @@ local out = {}
 for i = 3, #ARGV, 2 do
   local key = ARGV[2] .. ARGV[i]
   local held = ARGV[i + 1] ~= '' and kind(key) == 'hash'
-  if held and redis.call('HGET', key, '${f_token}') == ARGV[i + 1] then
+    and redis.call('HGET', key, '${f_token}') == ARGV[i + 1]
+  if held then
     redis.call('HSET', key, '${f_lease_until}', ARGV[1])
     redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
-    table.insert(out, 1)
-  else
-    table.insert(out, 0)
   end
+  table.insert(out, held and 1 or 0)
 end
 return out
 """
@@ -730,12 +729,11 @@ local t = redis.call('TYPE', KEYS[2])['ok']
 if t ~= 'none' and t ~= 'list' then return redis.error_reply('WRONGTYPE intake queue') end
 local out = {}
 for i = 1, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+  local moved = redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1
+  if moved then
     redis.call('LPUSH', KEYS[2], ARGV[i + 1])
-    table.insert(out, 1)
-  else
-    table.insert(out, 0)
   end
+  table.insert(out, moved and 1 or 0)
 end
 return out
 """
