@@ -24,7 +24,7 @@ from poller.consumer import (
     wait_for_job,
 )
 from poller.errors import PollerError
-from poller.intake import Admission, Invalid, build_message, parse_message
+from poller.intake import Admission, Invalid, JobRequest, build_message, parse_message
 from poller.snapshot import EventKind, format_timestamp
 from poller.store import Store
 from poller.store.store import CorruptJobState, JobView
@@ -55,9 +55,7 @@ def build_messages(
     """Intake messages for ``job_ids``; raises :class:`CommandError` naming an invalid one."""
     messages = []
     for job_id in job_ids:
-        message = build_message(
-            job_id, project_id=project_id, instance_id=instance_id, meta=meta, force=force
-        )
+        message = build_message(JobRequest(job_id, project_id, instance_id, meta, force))
         parsed = parse_message(message.encode(), default_project)
         if isinstance(parsed, Invalid):
             raise UsageError(f"{job_id!r}: {parsed.reason}")

@@ -56,7 +56,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from poller.backoff import Backoff
 from poller.config import Settings, load_settings
-from poller.intake import Invalid, build_message, parse_message
+from poller.intake import Invalid, JobRequest, build_message, parse_message
 from poller.snapshot import EventKind
 from poller.statuses import is_terminal
 from poller.store.connection import RedisClient
@@ -183,13 +183,7 @@ async def enqueue_job(
     :returns: the message pushed.
     :raises ValueError: the job ID, project ID, instance ID or ``meta`` is not valid.
     """
-    message = build_message(
-        job_id,
-        project_id=project_id,
-        instance_id=instance_id,
-        meta=dict(meta) if meta else None,
-        force=force,
-    )
+    message = build_message(JobRequest(job_id, project_id, instance_id, meta, force))
     # Without a project the daemon fills in its default: any valid placeholder checks the rest.
     parsed = parse_message(message.encode(), project_id or "default")
     if isinstance(parsed, Invalid):

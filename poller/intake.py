@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -147,24 +148,28 @@ def _with_project(admission: Admission) -> Admission | Invalid:
     return admission
 
 
-def build_message(
-    job_id: str,
-    *,
-    project_id: str = "",
-    instance_id: str = "",
-    meta: dict[str, Any] | None = None,
-    force: bool = False,
-) -> str:
-    """The intake message for a job: a bare ID when nothing else is needed, else JSON."""
-    if not (project_id or instance_id or meta or force):
-        return job_id
-    doc: dict[str, Any] = {"job_id": job_id}
-    if project_id:
-        doc["project_id"] = project_id
-    if instance_id:
-        doc["instance_id"] = instance_id
-    if meta:
-        doc["meta"] = meta
-    if force:
-        doc["force"] = True
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What a producer asks to track: the job and, optionally, how (the message's fields)."""
+
+    job_id: str
+    project_id: str = ""  # empty: the daemon's POLLER_PROJECT_ID
+    instance_id: str = ""
+    meta: Mapping[str, Any] | None = None
+    force: bool = False
+
+
+def build_message(request: JobRequest) -> str:
+    """The intake message for a request: a bare ID when nothing else is needed, else JSON.
+
+    Not validated: :func:`parse_message` is the one check (callers run it on the result)."""
+    optional = {
+        "project_id": request.project_id,
+        "instance_id": request.instance_id,
+        "meta": dict(request.meta) if request.meta else None,
+        "force": request.force or None,
+    }
+    doc = {name: value for name, value in optional.items() if value}
+    if not doc:
+        return request.job_id
+    return json.dumps({"job_id": request.job_id, **doc}, separators=(",", ":"), ensure_ascii=False)

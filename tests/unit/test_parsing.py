@@ -7,7 +7,7 @@ import json
 import pytest
 
 from poller.ids import is_valid_id
-from poller.intake import Admission, Invalid, build_message, parse_message
+from poller.intake import Admission, Invalid, JobRequest, build_message, parse_message
 from poller.servicestage.models import MalformedResponse, assemble, parse_error, parse_page
 
 DOC_EXAMPLE = {
@@ -179,6 +179,6 @@ def test_missing_default_project_is_invalid() -> None:
 
 
 def test_build_message_round_trips() -> None:
-    assert build_message("JOB-1") == "JOB-1"
-    raw = build_message("JOB-1", project_id="p", meta={"k": "v"}, force=True)
+    assert build_message(JobRequest("JOB-1")) == "JOB-1"
+    raw = build_message(JobRequest("JOB-1", project_id="p", meta={"k": "v"}, force=True))
     assert parse_message(raw.encode(), "d") == Admission("JOB-1", "p", "", '{"k":"v"}', True)
