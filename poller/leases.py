@@ -45,7 +45,7 @@ class Lease:
     committed: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Leases:
     """The in-flight map (keyed by member and lease token: a job re-claimed after a lapsed
     lease is a new entry), renewal, and release of leases not committed.

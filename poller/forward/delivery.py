@@ -73,7 +73,7 @@ class _Attempt:
     retry_after: float | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class WebhookDelivery:
     """Delivers held entries to ``options.webhook`` until each is acknowledged or parked, over
     ``session`` if one is given (else one of its own while :meth:`connected`)."""

@@ -31,7 +31,7 @@ from poller.store.store import is_transient
 Deliver = Callable[[Held], Awaitable[None]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class JobQueues:
     """The entries one forwarder holds, queued per job and delivered in order by ``deliver``
     (which acknowledges or parks each); filtered-out entries are acknowledged at once."""

@@ -24,7 +24,7 @@ from poller.store.connection import RedisClient
 from poller.store.store import is_transient
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class GroupPart:
     """What the parts working on the consumer group hold: the client, the shard streams, the
     options, the per-job queues entries go to, and the log."""

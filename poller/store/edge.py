@@ -152,7 +152,7 @@ ScriptCall = tuple[AsyncScript, list[str], list[Any]]
 PendingCommit = tuple[list[str], list[str | int], asyncio.Future[Any]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RedisEdge:
     """The client, the key names and the registered scripts, and how to send many script
     calls at once: what every part of :class:`poller.store.Store` builds on."""
