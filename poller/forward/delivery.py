@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -73,43 +73,38 @@ class _Attempt:
     retry_after: float | None = None
 
 
+@dataclass(eq=False, repr=False)
 class WebhookDelivery:
-    """Delivers held entries to ``options.webhook`` until each is acknowledged or parked."""
+    """Delivers held entries to ``options.webhook`` until each is acknowledged or parked, over
+    ``session`` if one is given (else one of its own while :meth:`connected`)."""
 
-    def __init__(
-        self,
-        redis: RedisClient,
-        keys: Keys,
-        options: ForwardOptions,
-        metrics: ForwardMetrics,
-        log: Any,
-        *,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._options = options
-        self._metrics = metrics
-        self._log = log
-        self._session = session
-        self._sem = anyio.Semaphore(max(1, options.concurrency))
+    redis: RedisClient
+    keys: Keys
+    options: ForwardOptions
+    metrics: ForwardMetrics
+    log: Any
+    _: KW_ONLY
+    session: aiohttp.ClientSession | None = None
+
+    def __post_init__(self) -> None:
+        self._sem = anyio.Semaphore(max(1, self.options.concurrency))
 
     @asynccontextmanager
     async def connected(self) -> AsyncIterator[None]:
         """An HTTP session for the deliveries inside: the one given, else one of its own
         (``timeout`` per request, ``concurrency`` connections), closed on the way out."""
-        own_session = self._session is None
+        own_session = self.session is None
         if own_session:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._options.timeout),
-                connector=aiohttp.TCPConnector(limit=max(1, self._options.concurrency)),
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.options.timeout),
+                connector=aiohttp.TCPConnector(limit=max(1, self.options.concurrency)),
             )
         try:
             yield
         finally:
-            if own_session and self._session is not None:
-                await self._session.close()
-                self._session = None
+            if own_session and self.session is not None:
+                await self.session.close()
+                self.session = None
 
     async def deliver(self, held: Held) -> None:
         """POST ``held`` until a 2xx (then acknowledge it) or ``max_attempts`` (then park it);
@@ -120,7 +115,7 @@ class WebhookDelivery:
         event = held.event
         msg_id = webhook_id(event.job_id, event.seq)
         body = webhook_body(held.raw)
-        log = self._log.bind(webhook_id=msg_id, entry_id=held.entry_id)
+        log = self.log.bind(webhook_id=msg_id, entry_id=held.entry_id)
         attempt = 0
         while True:
             attempt += 1
@@ -128,24 +123,24 @@ class WebhookDelivery:
                 result = await self._attempt(msg_id, body)
             if result.ok:
                 await acknowledge(
-                    self._redis, self._options.group, held.stream, held.entry_id, self._log
+                    self.redis, self.options.group, held.stream, held.entry_id, self.log
                 )
-                self._metrics.delivered.inc()
-                self._metrics.latency.observe(time.monotonic() - held.taken)
+                self.metrics.delivered.inc()
+                self.metrics.latency.observe(time.monotonic() - held.taken)
                 log.debug("delivered", attempts=attempt)
                 return
-            if attempt >= self._options.max_attempts:
+            if attempt >= self.options.max_attempts:
                 await self._park(held, result.error, attempt)
                 log.warning("delivery parked", attempts=attempt, error=result.error)
                 return
-            self._metrics.retried.labels(result.cause).inc()
+            self.metrics.retried.labels(result.cause).inc()
             floor = result.retry_after
             if floor is not None:
-                floor = min(floor, self._options.retry_after_max)
+                floor = min(floor, self.options.retry_after_max)
             delay = full_jitter(
                 attempt,
-                initial=self._options.backoff_initial,
-                cap=self._options.backoff_max,
+                initial=self.options.backoff_initial,
+                cap=self.options.backoff_max,
                 rng=_RNG,
                 floor=floor,
             )
@@ -159,13 +154,13 @@ class WebhookDelivery:
             await anyio.sleep(delay)
 
     async def _attempt(self, msg_id: str, body: bytes) -> _Attempt:
-        assert self._session is not None
+        assert self.session is not None
         stamp = int(time.time())
         try:
-            async with self._session.post(
-                self._options.webhook,
+            async with self.session.post(
+                self.options.webhook,
                 data=body,
-                headers=headers(self._options.secret, msg_id, stamp, body),
+                headers=headers(self.options.secret, msg_id, stamp, body),
                 allow_redirects=False,
             ) as resp:
                 await resp.read()
@@ -188,8 +183,8 @@ class WebhookDelivery:
                 "event": held.raw,
                 "entry_id": held.entry_id,
                 "webhook_id": webhook_id(held.job_id, held.raw.get("seq", "")),
-                "webhook": public_url(self._options.webhook),
-                "group": self._options.group,
+                "webhook": public_url(self.options.webhook),
+                "group": self.options.group,
                 "error": error,
                 "attempts": attempts,
                 "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -198,18 +193,16 @@ class WebhookDelivery:
         )
 
         async def park() -> Any:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(self._keys.forward_dead, record)
-                pipe.xack(held.stream, self._options.group, held.entry_id)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(self.keys.forward_dead, record)
+                pipe.xack(held.stream, self.options.group, held.entry_id)
                 return await pipe.execute()
 
-        if self._keys.shards == 1:  # the list and the stream share a slot: one MULTI
-            await retrying(park, "park", self._log)
+        if self.keys.shards == 1:  # the list and the stream share a slot: one MULTI
+            await retrying(park, "park", self.log)
         else:  # other slots: the record first, then the ack (see forwarder's docstring)
             await retrying(
-                lambda: self._redis.rpush(self._keys.forward_dead, record), "park", self._log
+                lambda: self.redis.rpush(self.keys.forward_dead, record), "park", self.log
             )
-            await acknowledge(
-                self._redis, self._options.group, held.stream, held.entry_id, self._log
-            )
-        self._metrics.parked.inc()
+            await acknowledge(self.redis, self.options.group, held.stream, held.entry_id, self.log)
+        self.metrics.parked.inc()

@@ -11,7 +11,11 @@ from poller.forward.signing import WebhookSecret
 
 @dataclass(frozen=True, slots=True)
 class ForwardOptions:
-    """What ``poller forward`` was asked to do."""
+    """What ``poller forward`` was asked to do: where to POST and how to sign, which group
+    to read as whom, how to pace and retry deliveries and take over a dead forwarder's, and
+    which events to deliver at all.  Most fields are the command's options of the same name;
+    ``secret`` is what ``--secret-file`` holds and ``start`` is ``--since`` as a stream ID.
+    Times are in seconds, but ``block_ms`` (how long one read of the group waits)."""
 
     webhook: str
     secret: WebhookSecret

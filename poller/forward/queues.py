@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import anyio
@@ -30,25 +31,20 @@ from poller.store.store import is_transient
 Deliver = Callable[[Held], Awaitable[None]]
 
 
+@dataclass(eq=False, repr=False)
 class JobQueues:
     """The entries one forwarder holds, queued per job and delivered in order by ``deliver``
     (which acknowledges or parks each); filtered-out entries are acknowledged at once."""
 
-    def __init__(
-        self,
-        redis: RedisClient,
-        options: ForwardOptions,
-        metrics: ForwardMetrics,
-        log: Any,
-        *,
-        deliver: Deliver,
-    ) -> None:
-        self._redis = redis
-        self._options = options
-        self._metrics = metrics
-        self._log = log
-        self._deliver = deliver
-        self._wanted = event_filter(options)
+    redis: RedisClient
+    options: ForwardOptions
+    metrics: ForwardMetrics
+    log: Any
+    _: KW_ONLY
+    deliver: Deliver
+
+    def __post_init__(self) -> None:
+        self._wanted = event_filter(self.options)
         self._held: dict[EntryKey, Held] = {}  # event held (queued or delivering)
         # per (stream, job): entry IDs by stream order; a job is in one stream
         self._queues: dict[EntryKey, list[tuple[tuple[int, int], str]]] = {}
@@ -95,13 +91,13 @@ class JobQueues:
         held = Held(stream, event, entry_id, job_id, time.monotonic(), fields, claimed)
         assert self._tg is not None
         if event is not None and not self._wanted(event):
-            self._metrics.filtered.inc()
+            self.metrics.filtered.inc()
             self._tg.start_soon(self.ack, stream, entry_id)
             return
         self._held[key] = held
         if new:
             self._new_count += 1
-        self._metrics.held.set(len(self._held))
+        self.metrics.held.set(len(self._held))
         job = (stream, job_id)
         queue = self._queues.get(job)
         if queue is None:
@@ -116,13 +112,13 @@ class JobQueues:
     async def ack(self, stream: str, entry_id: str) -> None:
         """Acknowledge an entry without delivering it (filtered out, or gone from the
         stream)."""
-        await acknowledge(self._redis, self._options.group, stream, entry_id, self._log)
+        await acknowledge(self.redis, self.options.group, stream, entry_id, self.log)
 
     def _release(self, key: EntryKey) -> None:
         held = self._held.pop(key, None)
         if held is not None and not held.claimed:
             self._new_count -= 1
-        self._metrics.held.set(len(self._held))
+        self.metrics.held.set(len(self._held))
         self._room.set()
 
     async def _job_of(self, stream: str, entry_id: str) -> str | None:
@@ -132,7 +128,7 @@ class JobQueues:
         if key not in self._job_of_cache:
             if len(self._job_of_cache) > 50_000:
                 self._job_of_cache.clear()
-            rows = await self._redis.xrange(stream, entry_id, entry_id)
+            rows = await self.redis.xrange(stream, entry_id, entry_id)
             job = None
             fields = rows[0][1] if rows else None
             if fields:
@@ -146,12 +142,12 @@ class JobQueues:
         (in the job's stream: a job is in one shard)."""
         low = "-"
         while True:
-            rows = await self._redis.xpending_range(
-                held.stream, self._options.group, min=low, max=f"({held.entry_id}", count=PAGE
+            rows = await self.redis.xpending_range(
+                held.stream, self.options.group, min=low, max=f"({held.entry_id}", count=PAGE
             )
             for row in rows:
                 entry_id = text(row["message_id"])
-                mine = text(row["consumer"]) == self._options.consumer
+                mine = text(row["consumer"]) == self.options.consumer
                 if mine and (held.stream, entry_id) in self._held:
                     continue
                 if await self._job_of(held.stream, entry_id) == held.job_id:
@@ -188,7 +184,7 @@ class JobQueues:
                 wait.succeeded()
                 heapq.heappop(queue)
                 try:
-                    await self._deliver(held)
+                    await self.deliver(held)
                 finally:
                     self._release((stream, entry_id))
         finally:

@@ -9,6 +9,7 @@ A group found missing (deleted) is created again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,23 +24,16 @@ from poller.store.connection import RedisClient
 from poller.store.store import is_transient
 
 
+@dataclass(eq=False, repr=False)
 class GroupPart:
     """What the parts working on the consumer group hold: the client, the shard streams, the
     options, the per-job queues entries go to, and the log."""
 
-    def __init__(
-        self,
-        redis: RedisClient,
-        streams: tuple[str, ...],
-        options: ForwardOptions,
-        queues: JobQueues,
-        log: Any,
-    ) -> None:
-        self._redis = redis
-        self._streams = streams
-        self._options = options
-        self._queues = queues
-        self._log = log
+    redis: RedisClient
+    streams: tuple[str, ...]
+    options: ForwardOptions
+    queues: JobQueues
+    log: Any
 
 
 class GroupReader(GroupPart):
@@ -48,10 +42,10 @@ class GroupReader(GroupPart):
 
     async def ensure_group(self) -> None:
         """Create the group (at ``options.start``) and the streams if they do not exist."""
-        for stream in self._streams:
+        for stream in self.streams:
             try:
-                await self._redis.xgroup_create(
-                    stream, self._options.group, id=self._options.start, mkstream=True
+                await self.redis.xgroup_create(
+                    stream, self.options.group, id=self.options.start, mkstream=True
                 )
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
@@ -59,15 +53,15 @@ class GroupReader(GroupPart):
 
     async def read_own_pending(self) -> None:
         """What this consumer (same name, restarted) was given before and never acked."""
-        for stream in self._streams:
+        for stream in self.streams:
             cursor = "0-0"
             while True:
                 reply = await retrying(
-                    lambda s=stream, at=cursor: self._redis.xreadgroup(  # type: ignore[misc]
-                        self._options.group, self._options.consumer, {s: at}, count=PAGE
+                    lambda s=stream, at=cursor: self.redis.xreadgroup(  # type: ignore[misc]
+                        self.options.group, self.options.consumer, {s: at}, count=PAGE
                     ),
                     "xreadgroup",
-                    self._log,
+                    self.log,
                 )
                 entries = entries_of(reply)
                 if not entries:
@@ -75,34 +69,34 @@ class GroupReader(GroupPart):
                 for entry_id, raw in entries:
                     cursor = entry_id
                     if raw:
-                        self._queues.take(stream, entry_id, raw, claimed=True, new=False)
+                        self.queues.take(stream, entry_id, raw, claimed=True, new=False)
                     else:  # deleted from the stream (trimmed) while pending: nothing to deliver
-                        await self._queues.ack(stream, entry_id)
+                        await self.queues.ack(stream, entry_id)
 
     async def read_forever(self) -> None:
         """New entries (``>``), at most ``prefetch`` held at a time."""
-        if len(self._streams) > 1:
+        if len(self.streams) > 1:
             await self._read_shards()
             return
-        stream = self._streams[0]
+        stream = self.streams[0]
         backoff = Backoff(initial=0.1, cap=5.0)
-        limit = self._options.held_max
+        limit = self.options.held_max
         while True:
-            await self._queues.wait_for_room(limit)
+            await self.queues.wait_for_room(limit)
             try:
-                reply = await self._redis.xreadgroup(
-                    self._options.group,
-                    self._options.consumer,
+                reply = await self.redis.xreadgroup(
+                    self.options.group,
+                    self.options.consumer,
                     {stream: ">"},
-                    count=min(PAGE, limit - self._queues.new_count),
-                    block=self._options.block_ms,
+                    count=min(PAGE, limit - self.queues.new_count),
+                    block=self.options.block_ms,
                 )
                 backoff.succeeded()
             except RedisError as exc:
                 await self._recover_from(exc, backoff)
                 continue
             for entry_id, raw in entries_of(reply):
-                self._queues.take(stream, entry_id, raw, claimed=False, new=True)
+                self.queues.take(stream, entry_id, raw, claimed=False, new=True)
 
     async def _recover_from(self, exc: RedisError, backoff: Backoff) -> None:
         """After a read failed: create a deleted group again, or wait out a passing failure;
@@ -110,12 +104,12 @@ class GroupReader(GroupPart):
         if isinstance(exc, ResponseError):
             if "NOGROUP" not in str(exc):
                 raise exc
-            self._log.warning("consumer group missing, creating it again")
-            await retrying(self.ensure_group, "xgroup_create", self._log)
+            self.log.warning("consumer group missing, creating it again")
+            await retrying(self.ensure_group, "xgroup_create", self.log)
             return
         if not is_transient(exc):
             raise exc
-        self._log.warning("redis unavailable, retrying", op="xreadgroup", error=str(exc))
+        self.log.warning("redis unavailable, retrying", op="xreadgroup", error=str(exc))
         await anyio.sleep(backoff.failed())
 
     async def _read_shards(self) -> None:
@@ -126,15 +120,15 @@ class GroupReader(GroupPart):
         nothing) for an entry after the newest each stream had before its read.
         """
         backoff = Backoff(initial=0.1, cap=5.0)
-        limit = self._options.held_max
+        limit = self.options.held_max
         first = 0
         while True:
-            await self._queues.wait_for_room(limit)
+            await self.queues.wait_for_room(limit)
             try:
                 tops = await self._read_round(first, limit)
-                first = (first + 1) % len(self._streams)
+                first = (first + 1) % len(self.streams)
                 if tops is not None:
-                    await StreamCursor(self._redis, tops, count=1).wait(self._options.block_ms)
+                    await StreamCursor(self.redis, tops, count=1).wait(self.options.block_ms)
                 backoff.succeeded()
             except RedisError as exc:
                 await self._recover_from(exc, backoff)
@@ -145,21 +139,21 @@ class GroupReader(GroupPart):
         ``None`` (read on at once)."""
         tops: dict[str, str] = {}
         found = False
-        n = len(self._streams)
-        for stream in (self._streams[(first + i) % n] for i in range(n)):
-            room = limit - self._queues.new_count
+        n = len(self.streams)
+        for stream in (self.streams[(first + i) % n] for i in range(n)):
+            room = limit - self.queues.new_count
             if room <= 0:
                 return None
-            async with self._redis.pipeline(transaction=False) as pipe:  # one stream, one node
+            async with self.redis.pipeline(transaction=False) as pipe:  # one stream, one node
                 pipe.xrevrange(stream, count=1)
                 pipe.xreadgroup(
-                    self._options.group, self._options.consumer, {stream: ">"},
+                    self.options.group, self.options.consumer, {stream: ">"},
                     count=min(PAGE, room),
                 )  # fmt: skip
                 newest, reply = await pipe.execute()
             entries = entries_of(reply)
             for entry_id, raw in entries:
-                self._queues.take(stream, entry_id, raw, claimed=False, new=True)
+                self.queues.take(stream, entry_id, raw, claimed=False, new=True)
             found = found or bool(entries)
             tops[stream] = text(newest[0][0]) if newest else "0-0"
         return None if found else tops

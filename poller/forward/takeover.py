@@ -54,26 +54,26 @@ class Takeover(GroupPart):
         log: Any,
     ) -> None:
         super().__init__(redis, streams, options, queues, log)
-        self._metrics = metrics
+        self.metrics = metrics
         self._touch = redis.register_script(_TOUCH)
 
     async def claim_once(self) -> int:
         """Take over every entry other consumers left idle ``claim_idle``; how many."""
         taken = 0
-        idle_ms = max(1, int(self._options.claim_idle * 1000))
-        for stream in self._streams:
+        idle_ms = max(1, int(self.options.claim_idle * 1000))
+        for stream in self.streams:
             cursor = "0-0"
             while True:
-                reply = await self._redis.xautoclaim(
-                    stream, self._options.group, self._options.consumer, idle_ms, cursor,
+                reply = await self.redis.xautoclaim(
+                    stream, self.options.group, self.options.consumer, idle_ms, cursor,
                     count=PAGE,
                 )  # fmt: skip
                 cursor, entries = text(reply[0]), reply[1]
                 for entry_id, raw in entries:
                     entry_id = text(entry_id)
-                    if raw and (stream, entry_id) not in self._queues:
+                    if raw and (stream, entry_id) not in self.queues:
                         taken += 1
-                        self._queues.take(stream, entry_id, raw, claimed=True, new=False)
+                        self.queues.take(stream, entry_id, raw, claimed=True, new=False)
                 if cursor in ("0-0", "0"):
                     break
         return taken
@@ -84,38 +84,38 @@ class Takeover(GroupPart):
             try:
                 taken = await self.claim_once()
                 if taken:
-                    self._metrics.claimed.inc(taken)
-                    self._log.info("took over pending deliveries", count=taken)
+                    self.metrics.claimed.inc(taken)
+                    self.log.info("took over pending deliveries", count=taken)
             except RedisError as exc:
                 if not is_transient(exc):
                     raise
-                self._log.warning("redis unavailable, retrying", op="xautoclaim", error=str(exc))
-            await anyio.sleep(self._options.claim_interval)
+                self.log.warning("redis unavailable, retrying", op="xautoclaim", error=str(exc))
+            await anyio.sleep(self.options.claim_interval)
 
     async def touch_forever(self) -> None:
         """Keep what this forwarder holds from looking idle to the others."""
-        interval = max(0.05, self._options.claim_idle / 3)
+        interval = max(0.05, self.options.claim_idle / 3)
         while True:
             await anyio.sleep(interval)
             await self._touch_held()
 
     async def _touch_held(self) -> None:
         by_stream: dict[str, list[str]] = {}
-        for stream, entry_id in self._queues:
+        for stream, entry_id in self.queues:
             by_stream.setdefault(stream, []).append(entry_id)
         for stream, ids in by_stream.items():  # the script names one stream: one slot
             for start in range(0, len(ids), PAGE):
                 chunk = ids[start : start + PAGE]
                 try:
                     lost = await self._touch(
-                        keys=[stream], args=[self._options.group, self._options.consumer, *chunk]
+                        keys=[stream], args=[self.options.group, self.options.consumer, *chunk]
                     )
                 except RedisError as exc:
                     if not is_transient(exc):
                         raise
-                    self._log.warning("redis unavailable, retrying", op="touch", error=str(exc))
+                    self.log.warning("redis unavailable, retrying", op="touch", error=str(exc))
                     return
                 if lost:
-                    self._log.warning(
+                    self.log.warning(
                         "entries taken over by another forwarder", count=len(lost)
                     )  # fmt: skip

@@ -20,6 +20,7 @@ from yarl import URL
 from poller.clock import SYSTEM_CLOCK, Clock
 from poller.ids import is_valid_id
 from poller.limits import Cause, scope_of
+from poller.servicestage import outcomes
 from poller.servicestage.auth import Authenticator, AuthUnavailable
 from poller.servicestage.models import (
     MalformedResponse,
@@ -29,14 +30,6 @@ from poller.servicestage.models import (
     decode_json,
     parse_error,
     parse_page,
-)
-from poller.servicestage.outcomes import (
-    AuthFailed,
-    Fetched,
-    NotFound,
-    PollOutcome,
-    Rejected,
-    Transient,
 )
 from poller.servicestage.proxy import DIRECT, Proxy
 from poller.shared_limits import Answer, Held, SharedLimits, Trip
@@ -125,14 +118,16 @@ class ServiceStageClient:
         self._auth_failing = False  # a 401 reported under a method that does not pause
         self._pause_reported = False  # an auth problem reported for a pause
 
-    async def fetch_job(self, project_id: str, job_id: str, instance_id: str = "") -> PollOutcome:
+    async def fetch_job(
+        self, project_id: str, job_id: str, instance_id: str = ""
+    ) -> outcomes.PollOutcome:
         """Every page of the job, merged into one snapshot, or why not."""
         try:
             base = job_url(self._base_url, project_id, job_id)
             if instance_id and not is_valid_id(instance_id):
                 raise ValueError("invalid instance_id")
         except ValueError as exc:
-            return Rejected(status=400, detail=str(exc))
+            return outcomes.Rejected(status=400, detail=str(exc))
         pages: list[Page] = []
         offset = 0
         seen: set[str] = set()
@@ -143,30 +138,30 @@ class ServiceStageClient:
             if not isinstance(result, Page):
                 return result
             if pages and result.task_count != pages[0].task_count:
-                return Transient("task_count changed while paging")
+                return outcomes.Transient("task_count changed while paging")
             if pages and result.job_status != pages[0].job_status:
                 # The pages would describe different moments; compare only a consistent view.
-                return Transient("job status changed while paging")
+                return outcomes.Transient("job status changed while paging")
             pages.append(result)
             before = len(seen)
             seen.update(t.task_id for t in result.tasks)
             if len(seen) >= result.task_count:
                 break
             if len(seen) == before:
-                return Transient(
+                return outcomes.Transient(
                     f"incomplete snapshot: {len(seen)} of {result.task_count} tasks, "
                     "a page brought no new task"
                 )
             if len(pages) >= MAX_PAGES:
-                return Transient("too many pages")
+                return outcomes.Transient("too many pages")
             offset += len(result.tasks)
-        return Fetched(assemble(pages, job_id), requests=len(pages))
+        return outcomes.Fetched(assemble(pages, job_id), requests=len(pages))
 
     def _scope(self) -> str:
         """Whose pauses a 401 to the next request counts against (``""``: nobody's)."""
         return scope_of(self._auth.principal) if self._auth.pause_on_unauthorized else ""
 
-    async def _get_page(self, url: URL) -> Page | PollOutcome:
+    async def _get_page(self, url: URL) -> Page | outcomes.PollOutcome:
         """One page, or why not.  A 401 under a method that can refresh its credentials is
         tried once more with fresh ones; under AK/SK it pauses every replica instead."""
         for attempt in (1, 2):
@@ -177,7 +172,7 @@ class ServiceStageClient:
                 try:
                     return parse_page(decode_json(reply.body))
                 except MalformedResponse as exc:
-                    return Transient(f"unexpected body: {_short(exc)}", status=200)
+                    return outcomes.Transient(f"unexpected body: {_short(exc)}", status=200)
             error = parse_error(reply.body.decode("utf-8", "replace"))
             request_id = error.request_id or reply.request_id
             detail = _detail(reply.status, error.code, error.message)
@@ -187,13 +182,13 @@ class ServiceStageClient:
                 try:
                     await self._auth.refresh(reply.credentials)
                 except AuthUnavailable as exc:
-                    return Transient(f"credentials unavailable: {exc}")
+                    return outcomes.Transient(f"credentials unavailable: {exc}")
                 continue
             self._report_unauthorized(reply.trip, detail, request_id)
-            return AuthFailed(detail=detail, request_id=request_id)
+            return outcomes.AuthFailed(detail=detail, request_id=request_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _request(self, url: URL) -> _Reply | PollOutcome:
+    async def _request(self, url: URL) -> _Reply | outcomes.PollOutcome:
         """Send one GET once the shared limits let it go, and settle what its answer means
         for them; a request held back, without credentials or without an answer is an
         outcome already."""
@@ -212,10 +207,10 @@ class ServiceStageClient:
             credentials = await self._auth.headers("GET", url, headers, b"")
         except AuthUnavailable as exc:
             await self.limits.settle(ticket, Answer.INCONCLUSIVE)
-            return Transient(f"credentials unavailable: {exc}")
+            return outcomes.Transient(f"credentials unavailable: {exc}")
         headers.update(credentials)
         answered = await self._send(url, headers)
-        if isinstance(answered, Transient):
+        if isinstance(answered, outcomes.Transient):
             await self.limits.settle(ticket, Answer.INCONCLUSIVE)
             return answered
         status, body, retry_after, request_id = answered
@@ -231,7 +226,7 @@ class ServiceStageClient:
 
     async def _send(
         self, url: URL, headers: dict[str, str]
-    ) -> tuple[int, bytes, float | None, str] | Transient:
+    ) -> tuple[int, bytes, float | None, str] | outcomes.Transient:
         """The HTTP exchange: status, whole body, ``Retry-After`` and request ID, or why the
         request got no answer."""
         try:
@@ -248,13 +243,13 @@ class ServiceStageClient:
                 return resp.status, await _read_body(resp), retry_after, request_id
         except BodyTooLarge:
             self._note("error")
-            return Transient(f"response body over {MAX_BODY_BYTES} bytes")
+            return outcomes.Transient(f"response body over {MAX_BODY_BYTES} bytes")
         except TimeoutError:
             self._note("timeout")
-            return Transient("request timed out")
+            return outcomes.Transient("request timed out")
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
             self._note("error")
-            return Transient(f"connection failed: {type(exc).__name__}")
+            return outcomes.Transient(f"connection failed: {type(exc).__name__}")
 
     def _report_unauthorized(self, trip: Trip | None, detail: str, request_id: str) -> None:
         """Say once per pause window (polls in flight may bring more 401s) why polling stops,
@@ -276,10 +271,10 @@ class ServiceStageClient:
     def _everywhere(self) -> str:
         return ", on every replica" if self.limits.shared else ""
 
-    def _held(self, held: Held) -> Transient:
+    def _held(self, held: Held) -> outcomes.Transient:
         """The outcome of a request a pause held back (it sent nothing)."""
         if held.cause is Cause.THROTTLED:
-            return Transient(
+            return outcomes.Transient(
                 "throttled: every replica paused after a 429", retry_after=held.remaining
             )
         if not self._pause_reported:
@@ -288,7 +283,7 @@ class ServiceStageClient:
                 f"polling paused after a 401 under {self._auth.name}{self._everywhere()}: "
                 f"{held.remaining:.0f}s left"
             )
-        return Transient("authentication paused after a 401", retry_after=held.remaining)
+        return outcomes.Transient("authentication paused after a 401", retry_after=held.remaining)
 
     def _report_auth(self, problem: str) -> None:
         if self._on_auth_problem is not None:
@@ -327,13 +322,13 @@ class _Reply:
     trip: Trip | None
 
 
-def _refusal(reply: _Reply, code: str, detail: str, request_id: str) -> PollOutcome:
+def _refusal(reply: _Reply, code: str, detail: str, request_id: str) -> outcomes.PollOutcome:
     """The outcome of an answer other than 200 and 401."""
     if reply.status == 404:
-        return NotFound(detail=detail, request_id=request_id)
+        return outcomes.NotFound(detail=detail, request_id=request_id)
     if reply.status in (400, 403):
-        return Rejected(status=reply.status, detail=detail, request_id=request_id)
-    return Transient(
+        return outcomes.Rejected(status=reply.status, detail=detail, request_id=request_id)
+    return outcomes.Transient(
         f"HTTP {reply.status}" + (f" {code}" if code else ""),
         status=reply.status,
         retry_after=reply.retry_after if reply.status in (429, 503) else None,

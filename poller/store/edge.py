@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 from redis.commands.core import AsyncScript
@@ -152,49 +152,43 @@ ScriptCall = tuple[AsyncScript, list[str], list[Any]]
 PendingCommit = tuple[list[str], list[str | int], asyncio.Future[Any]]
 
 
+@dataclass(eq=False, repr=False)
 class RedisEdge:
     """The client, the key names and the registered scripts, and how to send many script
     calls at once: what every part of :class:`poller.store.Store` builds on."""
 
-    def __init__(
-        self,
-        redis: RedisClient,
-        keys: Keys,
-        *,
-        retention: float = 86400.0,
-        maxlen: int = 1_000_000,
-        seq_memory: float = 30 * 86400.0,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-    ) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.retention = retention
-        self.maxlen = maxlen
-        self.seq_memory = seq_memory
-        self.wait_replicas = wait_replicas
-        self.wait_timeout_ms = max(1, int(wait_timeout * 1000))
-        #: Called with (replicas wanted, replicas that acknowledged) after a short ``WAIT``.
-        self.on_wait_short: Callable[[int, int], None] | None = None
+    redis: RedisClient
+    keys: Keys
+    _: KW_ONLY
+    retention: float = 86400.0
+    maxlen: int = 1_000_000
+    seq_memory: float = 30 * 86400.0
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
+    #: Called with (replicas wanted, replicas that acknowledged) after a short ``WAIT``.
+    on_wait_short: Callable[[int, int], None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.wait_timeout_ms = max(1, int(self.wait_timeout * 1000))
         # With several shards the intake side and a job's shard are different slots: a step
         # that spans both is two scripts (see ``admit_batch``).
-        self.split = keys.shards > 1
+        self.split = self.keys.shards > 1
         self._claims = itertools.count()
         self._pending_commits: list[PendingCommit] = []
         self._sending: set[asyncio.Task[None]] = set()
-        self._move = redis.register_script(schema.MOVE_TO_INFLIGHT)
-        self._admit = redis.register_script(schema.ADMIT)
-        self._dead = redis.register_script(schema.DEAD_LETTER)
-        self._recover = redis.register_script(schema.RECOVER_ORPHANS)
-        self._claim = redis.register_script(schema.CLAIM_DUE)
-        self._renew = redis.register_script(schema.RENEW_LEASES)
-        self._release = redis.register_script(schema.RELEASE)
-        self._commit = redis.register_script(schema.COMMIT)
-        self._abandon = redis.register_script(schema.ABANDON)
-        self._gate_limits = redis.register_script(schema.GATE_LIMITS)
-        self._report_limits = redis.register_script(schema.REPORT_LIMITS)
-        self._requeue = redis.register_script(schema.REQUEUE_DEAD)
-        self._layout = redis.register_script(schema.RECORD_LAYOUT)
+        self._move = self.redis.register_script(schema.MOVE_TO_INFLIGHT)
+        self._admit = self.redis.register_script(schema.ADMIT)
+        self._dead = self.redis.register_script(schema.DEAD_LETTER)
+        self._recover = self.redis.register_script(schema.RECOVER_ORPHANS)
+        self._claim = self.redis.register_script(schema.CLAIM_DUE)
+        self._renew = self.redis.register_script(schema.RENEW_LEASES)
+        self._release = self.redis.register_script(schema.RELEASE)
+        self._commit = self.redis.register_script(schema.COMMIT)
+        self._abandon = self.redis.register_script(schema.ABANDON)
+        self._gate_limits = self.redis.register_script(schema.GATE_LIMITS)
+        self._report_limits = self.redis.register_script(schema.REPORT_LIMITS)
+        self._requeue = self.redis.register_script(schema.REQUEUE_DEAD)
+        self._layout = self.redis.register_script(schema.RECORD_LAYOUT)
 
     async def _run_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Send script calls in one pipeline (in a cluster, one per primary, all at once) and

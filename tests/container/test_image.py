@@ -33,7 +33,7 @@ import pytest
 import redis
 
 from poller.consumer import JobEvent
-from poller.localredis import LocalRedis, free_port
+from poller.localredis import LocalRedis, free_port, terminate
 from poller.sim.invariants import Entry, Text, check_job_events
 from poller.store import Keys
 from tests.container.engine import (
@@ -206,13 +206,7 @@ class Sim:
             return str(json.load(answer)["job_id"])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
 
 
 class Container:
