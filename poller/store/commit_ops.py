@@ -127,9 +127,10 @@ class CommitStore(RedisEdge):
         """One pipeline of commits (and their ``WAIT``); each commit's reply, in order."""
         if self.wait_replicas and isinstance(self.redis, RedisCluster):
             await self.redis.initialize()  # WAIT is pinned to nodes: the slot map must be known
+        sha = self.script(schema.COMMIT).sha
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
-                pipe.execute_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             self._queue_waits(pipe, [keys[0] for keys, _, _ in batch])
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         self._check_waits(replies[len(batch) :])

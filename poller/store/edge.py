@@ -176,19 +176,15 @@ class RedisEdge:
         self._claims = itertools.count()
         self._pending_commits: list[PendingCommit] = []
         self._sending: set[asyncio.Task[None]] = set()
-        self._move = self.redis.register_script(schema.MOVE_TO_INFLIGHT)
-        self._admit = self.redis.register_script(schema.ADMIT)
-        self._dead = self.redis.register_script(schema.DEAD_LETTER)
-        self._recover = self.redis.register_script(schema.RECOVER_ORPHANS)
-        self._claim = self.redis.register_script(schema.CLAIM_DUE)
-        self._renew = self.redis.register_script(schema.RENEW_LEASES)
-        self._release = self.redis.register_script(schema.RELEASE)
-        self._commit = self.redis.register_script(schema.COMMIT)
-        self._abandon = self.redis.register_script(schema.ABANDON)
-        self._gate_limits = self.redis.register_script(schema.GATE_LIMITS)
-        self._report_limits = self.redis.register_script(schema.REPORT_LIMITS)
-        self._requeue = self.redis.register_script(schema.REQUEUE_DEAD)
-        self._layout = self.redis.register_script(schema.RECORD_LAYOUT)
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def script(self, source: str) -> AsyncScript:
+        """The registered script for ``source``, one of :mod:`poller.store.schema`'s (each is
+        registered with the client once, on first use: ``EVALSHA``, loading it if missing)."""
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self.redis.register_script(source)
+        return found
 
     async def _run_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Send script calls in one pipeline (in a cluster, one per primary, all at once) and
@@ -217,7 +213,7 @@ class RedisEdge:
         a replica with another count would look for them in the wrong place.
         """
         keys = [self.keys.layout, self.keys.one_shard_schedule]
-        recorded = await self._layout(keys=keys, args=[self.keys.shards])
+        recorded = await self.script(schema.RECORD_LAYOUT)(keys=keys, args=[self.keys.shards])
         return int(as_text(recorded) or self.keys.shards)
 
     async def server_time(self) -> float:

@@ -13,6 +13,7 @@ from redis.exceptions import (
 
 from poller.intake import Admission, Invalid
 from poller.snapshot import format_timestamp
+from poller.store import schema
 from poller.store.edge import (
     AdmitResult,
     Delivery,
@@ -35,7 +36,8 @@ class IntakeStore(RedisEdge):
 
     async def _move_to_inflight(self, inflight: str, limit: int) -> int:
         k = self.keys
-        return int(await self._move(keys=[k.intake, inflight, k.retry, k.tickets], args=[limit]))
+        move = self.script(schema.MOVE_TO_INFLIGHT)
+        return int(await move(keys=[k.intake, inflight, k.retry, k.tickets], args=[limit]))
 
     async def take_messages(self, replica: str, limit: int, block: float) -> list[Delivery]:
         """Messages in this replica's in-flight list (oldest first), moving new ones there.
@@ -120,7 +122,7 @@ class IntakeStore(RedisEdge):
             admission.instance_id, admission.meta, "1" if admission.force else "0", repr(now),
             shard.job_prefix, delivery.ticket,
         ]  # fmt: skip
-        return self._admit, keys, args
+        return self.script(schema.ADMIT), keys, args
 
     def _dead_letter_call(
         self, replica: str, delivery: Delivery, reason: str, now: float
@@ -130,7 +132,11 @@ class IntakeStore(RedisEdge):
              "at": format_timestamp(now)},
             ensure_ascii=False,
         )  # fmt: skip
-        return self._dead, [self.keys.dead, self.keys.inflight(replica)], [delivery.entry, record]
+        return (
+            self.script(schema.DEAD_LETTER),
+            [self.keys.dead, self.keys.inflight(replica)],
+            [delivery.entry, record],
+        )
 
     async def dead_letter(self, replica: str, delivery: Delivery, reason: str, now: float) -> None:
         """Park a message in the dead-letter list with ``reason`` and take it out of flight."""
@@ -142,7 +148,7 @@ class IntakeStore(RedisEdge):
         atomically (see ``schema.REQUEUE_DEAD``); False where the record was gone already."""
         if not records:
             return []
-        done = await self._requeue(
+        done = await self.script(schema.REQUEUE_DEAD)(
             keys=[self.keys.dead, self.keys.intake], args=[v for pair in records for v in pair]
         )
         return [bool(int(ok)) for ok in done]
@@ -155,7 +161,7 @@ class IntakeStore(RedisEdge):
         """Hand the in-flight messages of replicas that stopped heart-beating back (onto the
         retry list, tickets kept, taken before new messages)."""
         return int(
-            await self._recover(
+            await self.script(schema.RECOVER_ORPHANS)(
                 keys=[self.keys.replicas, self.keys.retry],
                 args=[repr(now), self.keys.inflight_prefix],
             )

@@ -61,7 +61,7 @@ class LeaseStore(RedisEdge):
         claim_id = claim_id or os.urandom(8).hex()
         shares = self._shares(limit)
         calls: list[ScriptCall] = [
-            (self._claim, [shard.schedule, shard.claim(owner)],
+            (self.script(schema.CLAIM_DUE), [shard.schedule, shard.claim(owner)],
              [repr(now), repr(now + lease), share, owner, shard.job_prefix, claim_id,
               max(1, int(lease * 1000))])
             for shard, share in shares
@@ -147,7 +147,7 @@ class LeaseStore(RedisEdge):
                 shard.jobref(job_id)]  # fmt: skip
         if not self.split:
             keys.append(self.keys.dead)
-        result = await self._abandon(
+        result = await self.script(schema.ABANDON)(
             keys=keys,
             args=[
                 member, token, record, max(1, int(self.retention)), job_id, project_id,
@@ -173,7 +173,7 @@ class LeaseStore(RedisEdge):
             args: list[Any] = [repr(until), shard.job_prefix]
             for n in positions:
                 args += list(leases[n])
-            calls.append((self._renew, [shard.schedule], args))
+            calls.append((self.script(schema.RENEW_LEASES), [shard.schedule], args))
         if len(calls) == 1:
             script, keys, args = calls[0]
             replies: list[Any] = [await script(keys=keys, args=args)]
@@ -195,7 +195,7 @@ class LeaseStore(RedisEdge):
         """
         member = job_member(state.project_id, state.job_id)
         shard = self.keys.for_job(state.job_id)
-        result = await self._release(
+        result = await self.script(schema.RELEASE)(
             keys=[shard.schedule, shard.job(member)],
             args=[member, state.token, repr(due), crash],
         )

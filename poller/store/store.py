@@ -102,7 +102,7 @@ class Store(IntakeStore, LeaseStore, CommitStore):
         self, mode: str, interval_us: int, burst: int, scope: str, owner: str, lease_ms: int
     ) -> list[Any]:
         """``GATE_LIMITS``: may an API request go now (rate limit, pauses, the key's probe)?"""
-        reply = await self._gate_limits(
+        reply = await self.script(schema.GATE_LIMITS)(
             keys=[self.keys.ratelimit, self.keys.limits],
             args=[mode, interval_us, burst, scope, owner, lease_ms],
         )
@@ -112,7 +112,7 @@ class Store(IntakeStore, LeaseStore, CommitStore):
         self, what: str, scope: str, owner: str, pause_ms: int, table_ms: Sequence[int]
     ) -> list[Any]:
         """``REPORT_LIMITS``: what an API answer means for every replica's pauses."""
-        reply = await self._report_limits(
+        reply = await self.script(schema.REPORT_LIMITS)(
             keys=[self.keys.limits], args=[what, scope, owner, pause_ms, *table_ms]
         )
         return list(reply)
