@@ -46,7 +46,7 @@ from typing import Any, Final, TypeVar
 import redis
 from redis.exceptions import RedisError
 
-from poller.localredis import LocalRedis, RedisUnavailable, free_port
+from poller.localredis import LocalRedis, RedisUnavailable, free_port, terminate
 from poller.sim.generator import generate
 from poller.sim.hostile import QUIRKS
 from poller.sim.invariants import Entry, check_run
@@ -204,14 +204,8 @@ class Replica:
 def stop_process(proc: subprocess.Popen[bytes], grace: float) -> int:
     """SIGCONT and SIGTERM ``proc`` (by PID), SIGKILL it after ``grace`` s; its exit code."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
+        proc.send_signal(signal.SIGCONT)  # a stopped process would sit out the SIGTERM
+    return terminate(proc, grace)
 
 
 # --- the run -----------------------------------------------------------------------------
