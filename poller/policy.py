@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Final
 
 from poller.backoff import full_jitter
 from poller.config import Settings
+
+#: The settings' defaults are the policy's: written once, in :class:`poller.config.Settings`.
+_DEFAULTS: Final = Settings().polling
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     """The knobs of the polling policy, in seconds."""
 
-    poll_interval: float = 2.0
-    poll_interval_max: float = 30.0
+    poll_interval: float = _DEFAULTS.poll_interval
+    poll_interval_max: float = _DEFAULTS.poll_interval_max
     growth: float = 1.5
     jitter: float = 0.1
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    job_timeout: float = 6 * 3600.0
-    not_found_grace: float = 60.0
+    backoff_initial: float = _DEFAULTS.backoff_initial
+    backoff_max: float = _DEFAULTS.backoff_max
+    job_timeout: float = _DEFAULTS.job_timeout
+    not_found_grace: float = _DEFAULTS.not_found_grace
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
