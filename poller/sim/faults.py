@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Final
 
 from poller.sim._fields import ScenarioError, as_mapping, check_keys, integer, join, number
@@ -37,30 +39,31 @@ DEEP_JSON_DEPTH: Final = 5000
 class FaultConfig:
     """Per-request fault probabilities and latency.
 
-    Each kind's rate is a probability in [0, 1]; ``error_rate`` is a shorthand spread evenly
-    over the six classic kinds (all but ``deep_json``, which is hostile data rather than a
-    failure of the transport) and adds to their own rates.  The rates together must not exceed 1.
-    ``latency`` seconds (plus a uniform draw from ``[0, latency_jitter]``) are added to every API
-    response.  ``retry_after`` is the whole number of seconds sent in ``Retry-After`` on 429 and
-    503.  ``seed`` seeds the random draws; ``None`` means an unpredictable seed.
+    ``rates`` maps a kind to its probability in [0, 1] (a kind left out: never); ``error_rate``
+    is a shorthand spread evenly over the six classic kinds (all but ``deep_json``, which is
+    hostile data rather than a failure of the transport) and adds to their own rates.  The rates
+    together must not exceed 1.  ``latency`` seconds (plus a uniform draw from
+    ``[0, latency_jitter]``) are added to every API response.  ``retry_after`` is the whole
+    number of seconds sent in ``Retry-After`` on 429 and 503.  ``seed`` seeds the random
+    draws; ``None`` means an unpredictable seed.  In a document (a scenario's ``faults``, the
+    admin API) each kind's rate is a field named after the kind.
     """
 
-    html_500: float = 0.0
-    empty_502: float = 0.0
-    unavailable_503: float = 0.0
-    throttled_429: float = 0.0
-    truncated: float = 0.0
-    reset: float = 0.0
-    deep_json: float = 0.0
+    rates: Mapping[FaultKind, float] = field(default_factory=lambda: MappingProxyType({}))
     error_rate: float = 0.0
     latency: float = 0.0
     latency_jitter: float = 0.0
     retry_after: int = DEFAULT_RETRY_AFTER
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        # read-only, in FaultKind's order, zero rates left out: equal configs compare equal
+        kept = {kind: self.rates[kind] for kind in FAULT_KINDS if self.rates.get(kind)}
+        object.__setattr__(self, "rates", MappingProxyType(kept))
+
     def rate_of(self, kind: FaultKind) -> float:
         """The probability that a request meets ``kind``."""
-        own: float = getattr(self, kind.value)
+        own = self.rates.get(kind, 0.0)
         if kind not in SPREAD_KINDS:
             return own
         return own + self.error_rate / len(SPREAD_KINDS)
@@ -73,7 +76,7 @@ class FaultConfig:
 
 FaultTable = tuple[tuple[float, FaultKind], ...]
 
-_FIELDS: Final = frozenset(f.name for f in fields(FaultConfig))
+_FIELDS: Final = frozenset(FAULT_KINDS) | {f.name for f in fields(FaultConfig)} - {"rates"}
 
 
 def fault_table(config: FaultConfig) -> FaultTable:
@@ -120,13 +123,7 @@ def parse_faults(doc: object, where: str = "faults") -> FaultConfig:
     retry_after = mapping.get("retry_after", DEFAULT_RETRY_AFTER)
     seed = mapping.get("seed")
     config = FaultConfig(
-        html_500=rate("html_500"),
-        empty_502=rate("empty_502"),
-        unavailable_503=rate("unavailable_503"),
-        throttled_429=rate("throttled_429"),
-        truncated=rate("truncated"),
-        reset=rate("reset"),
-        deep_json=rate("deep_json"),
+        {kind: rate(kind) for kind in FAULT_KINDS},
         error_rate=rate("error_rate"),
         latency=seconds("latency"),
         latency_jitter=seconds("latency_jitter"),
@@ -141,10 +138,12 @@ def parse_faults(doc: object, where: str = "faults") -> FaultConfig:
 
 
 def faults_to_dict(config: FaultConfig) -> dict[str, float | int | None]:
-    """The fields of ``config`` that differ from the defaults, as JSON-ready values."""
+    """The fields of ``config`` that differ from the defaults, as JSON-ready values (each
+    kind's rate as a field named after the kind)."""
     default = FaultConfig()
-    return {
-        f.name: getattr(config, f.name)
-        for f in fields(FaultConfig)
-        if getattr(config, f.name) != getattr(default, f.name)
-    }
+    doc: dict[str, float | int | None] = {kind.value: rate for kind, rate in config.rates.items()}
+    for f in fields(FaultConfig):
+        value = getattr(config, f.name)
+        if f.name != "rates" and value != getattr(default, f.name):
+            doc[f.name] = value
+    return doc

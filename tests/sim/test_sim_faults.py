@@ -26,23 +26,23 @@ def test_no_faults_configured_never_faults_and_draws_nothing() -> None:
 
 
 def test_rate_one_always_faults_with_that_kind() -> None:
-    assert set(_draw(FaultConfig(truncated=1.0), 1, 200)) == {FaultKind.TRUNCATED}
+    assert set(_draw(FaultConfig({FaultKind.TRUNCATED: 1.0}), 1, 200)) == {FaultKind.TRUNCATED}
 
 
 def test_the_same_seed_draws_the_same_faults() -> None:
-    config = FaultConfig(reset=0.2, throttled_429=0.3)
+    config = FaultConfig({FaultKind.RESET: 0.2, FaultKind.THROTTLED_429: 0.3})
 
     assert _draw(config, 42, 500) == _draw(config, 42, 500)
 
 
 def test_rates_are_respected_roughly() -> None:
-    counts = Counter(_draw(FaultConfig(throttled_429=0.25), 7, 20_000))
+    counts = Counter(_draw(FaultConfig({FaultKind.THROTTLED_429: 0.25}), 7, 20_000))
 
     assert 0.23 < counts[FaultKind.THROTTLED_429] / 20_000 < 0.27
 
 
 def test_error_rate_is_spread_evenly_over_the_six_kinds() -> None:
-    config = FaultConfig(error_rate=0.6, reset=0.1)
+    config = FaultConfig({FaultKind.RESET: 0.1}, error_rate=0.6)
 
     assert config.rate_of(FaultKind.HTML_500) == pytest.approx(0.1)
     assert config.rate_of(FaultKind.RESET) == pytest.approx(0.2)
@@ -64,7 +64,12 @@ def test_parse_faults_reads_every_field_and_round_trips() -> None:
 
     config = parse_faults(doc)
 
-    assert (config.html_500, config.reset, config.retry_after, config.seed) == (0.1, 0.05, 4, 9)
+    assert (
+        config.rates[FaultKind.HTML_500],
+        config.rates[FaultKind.RESET],
+        config.retry_after,
+        config.seed,
+    ) == (0.1, 0.05, 4, 9)
     assert faults_to_dict(config) == doc
 
 

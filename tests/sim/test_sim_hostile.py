@@ -174,7 +174,7 @@ async def test_deep_json_is_transient(sim: SimHandle, api: Api) -> None:
 
 
 def test_error_rate_is_not_spread_onto_deep_json() -> None:
-    config = FaultConfig(error_rate=0.6, deep_json=0.1)
+    config = FaultConfig({FaultKind.DEEP_JSON: 0.1}, error_rate=0.6)
 
     assert config.rate_of(FaultKind.DEEP_JSON) == pytest.approx(0.1)
     assert config.rate_of(FaultKind.RESET) == pytest.approx(0.1)
@@ -185,7 +185,7 @@ def test_error_rate_is_not_spread_onto_deep_json() -> None:
 
 
 def test_deep_json_is_read_from_a_fault_document() -> None:
-    assert parse_faults({"deep_json": 0.25}).deep_json == 0.25
+    assert parse_faults({"deep_json": 0.25}).rates == {FaultKind.DEEP_JSON: 0.25}
     with pytest.raises(ScenarioError, match="add up to"):
         parse_faults({"deep_json": 0.6, "reset": 0.6})
 
@@ -207,7 +207,7 @@ def test_cli_reads_hostile_and_deep_json(capsys: pytest.CaptureFixture[str]) -> 
     config = _config(args, Scenario())
 
     assert config.hostile == ("string_numbers", "surrogate_messages")
-    assert config.faults.deep_json == 0.05
+    assert config.faults.rates[FaultKind.DEEP_JSON] == 0.05
     with pytest.raises(SystemExit):
         _parse("--hostile", "emoji")
     assert "unknown hostile data kind 'emoji'" in capsys.readouterr().err

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from poller.sim import ScenarioError, load_scenario, parse_job, parse_scenario, scenario_to_dict
+from poller.sim import (
+    FaultKind,
+    ScenarioError,
+    load_scenario,
+    parse_job,
+    parse_scenario,
+    scenario_to_dict,
+)
 from poller.sim.scenario import Step, example_scenario_path, resolve_job
 
 RUNNING: list[list[Any]] = [[0, "RUNNING"]]
@@ -151,7 +158,7 @@ def test_scenario_settings_are_read() -> None:
 
     assert (scenario.project_id, scenario.page_cap, scenario.upper_case_keys) == ("p1", 5, True)
     assert scenario.faults is not None
-    assert scenario.faults.reset == 0.1
+    assert scenario.faults.rates[FaultKind.RESET] == 0.1
 
 
 def test_scenario_round_trips_through_its_json_document() -> None:
