@@ -20,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from poller.argtypes import at_least_one, positive_seconds
 from poller.config import ConfigError, Settings, load_settings
 from poller.consumer import stream_id_since
-from poller.forward.forwarder import Forwarder, ForwardMetrics, ForwardOptions, public_url
+from poller.forward.forwarder import Forwarder, ForwardMetrics, ForwardOptions, Retries, public_url
 from poller.forward.signing import SECRET_PREFIX, WebhookSecret
 from poller.store import Keys, connect
 from poller.telemetry import REDACTOR, bind_replica, configure_logging, get_logger
@@ -80,13 +80,12 @@ def options_from(args: argparse.Namespace) -> ForwardOptions:
         group=args.group,
         consumer=args.consumer or default_consumer(),
         start=start,
-        max_attempts=args.max_attempts,
         concurrency=args.concurrency,
         prefetch=args.prefetch or 0,
         timeout=args.timeout,
-        backoff_initial=args.backoff_initial,
-        backoff_max=args.backoff_max,
-        retry_after_max=args.retry_after_max,
+        retries=Retries(
+            args.max_attempts, args.backoff_initial, args.backoff_max, args.retry_after_max
+        ),
         claim_idle=args.claim_idle,
         claim_interval=args.claim_interval,
         events=frozenset(args.event),

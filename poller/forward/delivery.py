@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
-from poller.backoff import full_jitter
 from poller.forward.entries import Held, acknowledge, retrying, text
 from poller.forward.metrics import ForwardMetrics
 from poller.forward.options import ForwardOptions
@@ -129,21 +128,12 @@ class WebhookDelivery:
                 self.metrics.latency.observe(time.monotonic() - held.taken)
                 log.debug("delivered", attempts=attempt)
                 return
-            if attempt >= self.options.max_attempts:
+            if attempt >= self.options.retries.max_attempts:
                 await self._park(held, result.error, attempt)
                 log.warning("delivery parked", attempts=attempt, error=result.error)
                 return
             self.metrics.retried.labels(result.cause).inc()
-            floor = result.retry_after
-            if floor is not None:
-                floor = min(floor, self.options.retry_after_max)
-            delay = full_jitter(
-                attempt,
-                initial=self.options.backoff_initial,
-                cap=self.options.backoff_max,
-                rng=_RNG,
-                floor=floor,
-            )
+            delay = self.options.retries.delay(attempt, result.retry_after, _RNG)
             log.info(
                 "delivery failed, retrying",
                 attempt=attempt,

@@ -47,7 +47,7 @@ import anyio.abc
 from poller.forward.delivery import WebhookDelivery, dead_records, parse_retry_after, public_url
 from poller.forward.entries import Held, retrying
 from poller.forward.metrics import ForwardMetrics
-from poller.forward.options import ForwardOptions, event_filter
+from poller.forward.options import ForwardOptions, Retries, event_filter
 from poller.forward.queues import JobQueues
 from poller.forward.reading import GroupReader
 from poller.forward.takeover import Takeover
@@ -59,6 +59,7 @@ __all__ = [
     "ForwardMetrics",
     "ForwardOptions",
     "Forwarder",
+    "Retries",
     "dead_records",
     "event_filter",
     "parse_retry_after",

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from poller.forward import Forwarder, ForwardOptions, WebhookSecret, sign, webhook_body
+from poller.forward import Forwarder, ForwardOptions, Retries, WebhookSecret, sign, webhook_body
 from poller.forward.forwarder import dead_records, parse_retry_after
 from poller.localredis import LocalRedis, free_port
 from poller.store import Keys, Store, connect
@@ -101,14 +101,13 @@ async def receiving(behave: Behaviour = ok) -> AsyncIterator[Receiver]:
         await runner.cleanup()
 
 
-def options(url: str, **kw: Any) -> ForwardOptions:
+def options(url: str, *, max_attempts: int = 8, **kw: Any) -> ForwardOptions:
     values: dict[str, Any] = {
         "webhook": url,
         "secret": WebhookSecret.parse(SECRET),
         "consumer": f"c-{random.getrandbits(32):08x}",
         "start": "0-0",
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
+        "retries": Retries(max_attempts, backoff_initial=0.01, backoff_max=0.05),
         "timeout": 5.0,
         "block_ms": 200,
         "claim_idle": 30.0,
