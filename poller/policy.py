@@ -7,7 +7,7 @@ so tests are exact.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final
 
 from poller.backoff import full_jitter
@@ -32,15 +32,13 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
+        """The policy that ``settings`` configure (every knob but ``growth`` and ``jitter``)."""
         polling = settings.polling
-        return cls(
-            poll_interval=polling.poll_interval,
-            poll_interval_max=polling.poll_interval_max,
-            backoff_initial=polling.backoff_initial,
-            backoff_max=polling.backoff_max,
-            job_timeout=polling.job_timeout,
-            not_found_grace=polling.not_found_grace,
-        )
+        return cls(**{name: getattr(polling, name) for name in _SETTING_KNOBS})
+
+
+#: The knobs of :class:`Policy` that are settings of the same name in the polling group.
+_SETTING_KNOBS: Final = tuple(f.name for f in fields(Policy) if hasattr(_DEFAULTS, f.name))
 
 
 def next_interval(policy: Policy, current: float, *, changed: bool) -> float:

@@ -78,31 +78,28 @@ class Worker(Generic[StoreT]):
         self.settings = settings
         self.store = store
         self.client = client
-        self.metrics = metrics or Metrics()
-        self.health = health or Health()
-        self._clock = clock
-        # Replicas compare times (due, lease deadlines) through Redis, so they all read
-        # Redis's clock, estimated from this host's monotonic clock.
-        self.server_clock = ServerClock(clock)
-        self.rng = rng or random.Random()
         self.replica_id = replica_id or settings.replica_id or default_replica_id()
-        self.policy = Policy.from_settings(settings)
-        self.log = get_logger(replica=self.replica_id)
-        self.budget = ShutdownBudget.of(settings.shutdown_grace)
-        self._wake = anyio.Event()
-        self._stopping = anyio.Event()
-        self._commit_ids = itertools.count(1)
         self._replica = ReplicaContext(
             replica_id=self.replica_id,
             store=store,
             clock=clock,
-            server_clock=self.server_clock,
-            rng=self.rng,
-            metrics=self.metrics,
-            health=self.health,
-            log=self.log,
-            stopping=self._stopping,
+            # Replicas compare times (due, lease deadlines) through Redis, so they all read
+            # Redis's clock, estimated from this host's monotonic clock.
+            server_clock=ServerClock(clock),
+            rng=rng or random.Random(),
+            metrics=metrics or Metrics(),
+            health=health or Health(),
+            log=get_logger(replica=self.replica_id),
+            stopping=anyio.Event(),
         )
+        self._clock = clock
+        self.metrics = self._replica.metrics
+        self.health = self._replica.health
+        self.log = self._replica.log
+        self.policy = Policy.from_settings(settings)
+        self.budget = ShutdownBudget.of(settings.shutdown_grace)
+        self._wake = anyio.Event()
+        self._commit_ids = itertools.count(1)
         self.leases = Leases(
             store,
             clock,
@@ -122,20 +119,20 @@ class Worker(Generic[StoreT]):
 
     def clock(self) -> float:
         """Now, on the Redis server's clock (epoch seconds)."""
-        return self.server_clock.now()
+        return self._replica.now()
 
     # --- control --------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Begin a graceful drain (idempotent)."""
-        if not self._stopping.is_set():
+        if not self._replica.stopping.is_set():
             self.log.info("draining", in_flight=len(self.leases))
-        self._stopping.set()
+        self._replica.stopping.set()
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self._replica.stopping.is_set()
 
     def _nudge(self) -> None:
         self._wake.set()
@@ -163,8 +160,8 @@ class Worker(Generic[StoreT]):
 
     async def _claim_loop(self) -> None:
         async with anyio.create_task_group() as polls:
-            backoff = Backoff(initial=0.1, cap=5.0, rng=self.rng)
-            while not self._stopping.is_set():
+            backoff = Backoff(initial=0.1, cap=5.0, rng=self._replica.rng)
+            while not self._replica.stopping.is_set():
                 self.health.tick()
                 self._wake = anyio.Event()
                 wait = await self._claim_and_start(polls, backoff)
@@ -231,7 +228,7 @@ class Worker(Generic[StoreT]):
                         state.project_id, state.job_id, state.instance_id
                     )
                     plan = plan_after_poll(
-                        state, outcome, now=self.clock(), policy=self.policy, rng=self.rng
+                        state, outcome, now=self.clock(), policy=self.policy, rng=self._replica.rng
                     )
                 await self._commit(lease, plan)
         except RedisUnavailable as exc:
@@ -255,7 +252,7 @@ class Worker(Generic[StoreT]):
         a deterministic Redis error raises at once."""
         state = lease.state
         commit_id = f"{self.replica_id}:{next(self._commit_ids)}"  # unique, and cheap
-        backoff = Backoff(initial=0.05, cap=2.0, rng=self.rng)
+        backoff = Backoff(initial=0.05, cap=2.0, rng=self._replica.rng)
         give_up = self._clock.monotonic() + self.settings.lease_seconds
         while True:
             try:
