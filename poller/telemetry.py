@@ -189,18 +189,29 @@ def get_logger(**bound: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class MetricFactory:
     """Makes metrics in one registry, each from its name, its help text and its label names
-    (a histogram from its buckets)."""
+    (a histogram from its buckets).  A subsystem's metrics give ``namespace`` and
+    ``subsystem`` once and short names (Prometheus joins them with ``_``; a counter's exposed
+    name ends in ``_total``)."""
 
     registry: CollectorRegistry
+    namespace: str = ""
+    subsystem: str = ""
 
     def counter(self, name: str, doc: str, *labels: str) -> Counter:
-        return Counter(name, doc, labels, registry=self.registry)
+        return Counter(name, doc, labels, **self._naming())
 
     def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
-        return Gauge(name, doc, labels, registry=self.registry)
+        return Gauge(name, doc, labels, **self._naming())
 
     def histogram(self, name: str, doc: str, buckets: Sequence[float]) -> Histogram:
-        return Histogram(name, doc, buckets=buckets, registry=self.registry)
+        return Histogram(name, doc, buckets=buckets, **self._naming())
+
+    def _naming(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "subsystem": self.subsystem,
+            "registry": self.registry,
+        }
 
 
 class Metrics:
