@@ -310,15 +310,10 @@ def _config(args: argparse.Namespace, scenario: Scenario) -> SimConfig:
         fault_doc["retry_after"] = args.retry_after
     upper = args.upper_case_keys if args.upper_case_keys is not None else scenario.upper_case_keys
     auth = scenario.auth
-    access_keys = dict((auth.access_keys if auth else None) or {})
-    access_keys.update(args.access_key or [])
-    iam_users: tuple[IamUser, ...] = ((auth.iam_users if auth else None) or ()) + tuple(
-        args.iam_user or ()
-    )
-    lifetime = args.iam_token_lifetime or (auth.iam_token_lifetime if auth else None)
-    lock = args.aksk_lock_seconds
-    if lock is None and auth is not None:
-        lock = auth.aksk_lock_seconds
+    access_keys = {**(auth.access_keys or {}), **dict(args.access_key or [])}
+    iam_users: tuple[IamUser, ...] = (auth.iam_users or ()) + tuple(args.iam_user or ())
+    lifetime = args.iam_token_lifetime or auth.iam_token_lifetime
+    lock = auth.aksk_lock_seconds if args.aksk_lock_seconds is None else args.aksk_lock_seconds
     return SimConfig(
         project_id=args.project_id or scenario.project_id or DEFAULT_PROJECT_ID,
         jobs=scenario.jobs,

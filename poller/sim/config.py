@@ -11,7 +11,6 @@ from poller.sim.credentials import (
     DEFAULT_AKSK_LOCK_SECONDS,
     DEFAULT_AKSK_MAX_FAILURES,
     DEFAULT_IAM_TOKEN_LIFETIME,
-    AuthSpec,
     IamUser,
     check_access_keys,
     check_seconds,
@@ -110,7 +109,7 @@ def config_from_scenario(scenario: Scenario, base: SimConfig | None = None) -> S
     settings the scenario sets (project, page cap, key case, faults, auth) taking their place;
     the scenario's access keys and IAM users are added to the base's."""
     start = base or SimConfig()
-    auth = scenario.auth or AuthSpec()
+    auth = scenario.auth
     return replace(
         start,
         project_id=scenario.project_id or start.project_id,

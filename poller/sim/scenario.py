@@ -20,7 +20,7 @@ import json
 import tomllib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Final, TypeVar
@@ -138,7 +138,7 @@ class Scenario:
     upper_case_keys: bool | None = None
     faults: FaultConfig | None = None
     description: str | None = None
-    auth: AuthSpec | None = None
+    auth: AuthSpec = field(default_factory=AuthSpec)  # each of its fields None: not set
 
 
 def parse_scenario(doc: object) -> Scenario:
@@ -158,7 +158,7 @@ def parse_scenario(doc: object) -> Scenario:
         upper_case_keys=_opt(mapping, "upper_case_keys", boolean),
         faults=_opt(mapping, "faults", parse_faults),
         description=_opt(mapping, "description", string),
-        auth=_opt(mapping, "auth", parse_auth),
+        auth=parse_auth(mapping["auth"], "auth") if "auth" in mapping else AuthSpec(),
     )
 
 
@@ -251,7 +251,7 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, object]:
     doc = _set_fields(scenario, ("description", "project_id", "page_cap", "upper_case_keys"))
     if scenario.faults is not None:
         doc["faults"] = faults_to_dict(scenario.faults)
-    if scenario.auth is not None:
+    if scenario.auth != AuthSpec():
         doc["auth"] = auth_to_dict(scenario.auth)
     doc["jobs"] = [job_to_dict(job) for job in scenario.jobs]
     return doc
