@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 from poller.localredis import LocalRedis, RedisUnavailable, free_port, terminate
 from poller.sim.generator import generate
 from poller.sim.hostile import QUIRKS
-from poller.sim.invariants import Entry, check_run
+from poller.sim.invariants import ABANDONED, Entry, check_run, is_final
 from poller.sim.scenario import job_to_dict
 
 PROJECT: Final = "chaos-project"
@@ -128,14 +128,6 @@ def field_text(fields: Mapping[Any, Any], name: str) -> str:
     """A stream entry's field as text (the entry read as bytes)."""
     value = fields.get(name.encode(), fields.get(name, b""))
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def is_final(fields: Mapping[Any, Any]) -> bool:
-    """A job's final event: abandoned, or a terminal job status."""
-    kind = field_text(fields, "event")
-    return kind == "job.abandoned" or (
-        kind == "job.status_changed" and field_text(fields, "terminal") == "true"
-    )
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -653,7 +645,7 @@ class Chaos:
             if not is_final(fields):
                 continue
             finished.add(field_text(fields, "job_id"))
-            if field_text(fields, "event") == "job.abandoned":
+            if field_text(fields, "event") == ABANDONED:
                 finals["abandoned:" + field_text(fields, "reason")] += 1
             else:
                 finals[field_text(fields, "to_status")] += 1

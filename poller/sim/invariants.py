@@ -35,6 +35,8 @@ Text = bytes | str
 Entry = tuple[Text, Mapping[Text, Text]]
 """One stream entry: its ID and its field map (as ``XRANGE`` returns it)."""
 
+# The contract's event kinds, spelled out here rather than taken from poller.snapshot.EventKind:
+# the checker is an oracle for what the daemon publishes, so a renamed kind there is caught.
 TASK_EVENT: Final = "task.status_changed"
 JOB_EVENT: Final = "job.status_changed"
 ABANDONED: Final = "job.abandoned"
@@ -163,6 +165,11 @@ def _chain_violations(label: str, events: list[dict[str, str]]) -> list[str]:
             out.append(f"{where} terminal={terminal!r} with to_status {after!r}")
         last[subject] = after
     return out
+
+
+def is_final(fields: Mapping[Text, Text]) -> bool:
+    """A job's final event: a terminal ``job.status_changed`` or a ``job.abandoned``."""
+    return _is_final(_decoded(fields))
 
 
 def _is_final(fields: Mapping[str, str]) -> bool:
