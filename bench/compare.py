@@ -259,10 +259,14 @@ class Emulator:
                 response = self._conn.getresponse()
                 payload = response.read()
                 break
-            except (OSError, http.client.HTTPException):
+            except ConnectionError:  # a kept-alive connection the server closed: once more
+                # (not on a timeout: a POST that timed out may have been done, and would be twice)
                 self._conn.close()
                 if attempt == 2 or self.proc.poll() is not None:
                     raise
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                raise
         if response.status >= 300:
             raise BenchError(f"emulator {method} {path}: {response.status} {payload[:300]!r}")
         return json.loads(payload)

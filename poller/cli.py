@@ -19,6 +19,7 @@ from poller.consumer import stream_id_since
 from poller.daemon import name_replica, open_store, run_daemon
 from poller.errors import PollerError
 from poller.forward.cli import register as register_forward
+from poller.intake import JobRequest
 from poller.store import Store
 from poller.telemetry import configure_logging
 from poller.web import register as register_web
@@ -117,14 +118,18 @@ def _parse_meta(pairs: Sequence[str]) -> dict[str, Any]:
 def cmd_enqueue(args: argparse.Namespace) -> int:
     settings = _settings(args)
     job_ids = commands.read_job_ids(args.job_ids, sys.stdin)
-    messages = commands.build_messages(
-        job_ids,
-        project_id=args.project_id or "",
-        default_project=settings.project_id,
-        instance_id=args.instance_id or "",
-        meta=_parse_meta(args.meta),
-        force=args.force,
-    )
+    meta = _parse_meta(args.meta)
+    requests = [
+        JobRequest(
+            job_id,
+            project_id=args.project_id or "",
+            instance_id=args.instance_id or "",
+            meta=meta,
+            force=args.force,
+        )
+        for job_id in job_ids
+    ]
+    messages = commands.build_messages(requests, default_project=settings.project_id)
     if not messages:
         return 0  # `... | poller enqueue -` with nothing to queue
     return _with_store(
@@ -183,12 +188,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
     project = _project(args, settings)
     message = None
     if args.enqueue:
-        (message,) = commands.build_messages(
-            [args.job_id],
-            project_id=args.project_id or "",
-            default_project=settings.project_id,
-            meta=_parse_meta(args.meta),
+        request = JobRequest(
+            args.job_id, project_id=args.project_id or "", meta=_parse_meta(args.meta)
         )
+        (message,) = commands.build_messages([request], default_project=settings.project_id)
     return _with_store(
         args,
         lambda store, _: commands.wait(

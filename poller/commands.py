@@ -43,22 +43,14 @@ class UsageError(CommandError):
     exit_code = errors.EXIT_USAGE
 
 
-def build_messages(
-    job_ids: list[str],
-    *,
-    project_id: str,
-    default_project: str,
-    instance_id: str = "",
-    meta: dict[str, Any] | None = None,
-    force: bool = False,
-) -> list[str]:
-    """Intake messages for ``job_ids``; raises :class:`CommandError` naming an invalid one."""
+def build_messages(requests: Iterable[JobRequest], *, default_project: str) -> list[str]:
+    """Intake messages for ``requests``; raises :class:`CommandError` naming an invalid one."""
     messages = []
-    for job_id in job_ids:
-        message = build_message(JobRequest(job_id, project_id, instance_id, meta, force))
+    for request in requests:
+        message = build_message(request)
         parsed = parse_message(message.encode(), default_project)
         if isinstance(parsed, Invalid):
-            raise UsageError(f"{job_id!r}: {parsed.reason}")
+            raise UsageError(f"{request.job_id!r}: {parsed.reason}")
         messages.append(message)
     return messages
 

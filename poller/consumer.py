@@ -183,7 +183,10 @@ async def enqueue_job(
     :returns: the message pushed.
     :raises ValueError: the job ID, project ID, instance ID or ``meta`` is not valid.
     """
-    message = build_message(JobRequest(job_id, project_id, instance_id, meta, force))
+    request = JobRequest(
+        job_id, project_id=project_id, instance_id=instance_id, meta=meta, force=force
+    )
+    message = build_message(request)
     # Without a project the daemon fills in its default: any valid placeholder checks the rest.
     parsed = parse_message(message.encode(), project_id or "default")
     if isinstance(parsed, Invalid):

@@ -7,7 +7,7 @@ so tests are exact.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Final
 
 from poller.backoff import full_jitter
@@ -15,6 +15,15 @@ from poller.config import Settings
 
 #: The settings' defaults are the policy's: written once, in :class:`poller.config.Settings`.
 _DEFAULTS: Final = Settings().polling
+#: The knobs of :class:`Policy` that are settings of the same name in the polling group.
+_SETTING_KNOBS: Final = (
+    "poll_interval",
+    "poll_interval_max",
+    "backoff_initial",
+    "backoff_max",
+    "job_timeout",
+    "not_found_grace",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +44,6 @@ class Policy:
         """The policy that ``settings`` configure (every knob but ``growth`` and ``jitter``)."""
         polling = settings.polling
         return cls(**{name: getattr(polling, name) for name in _SETTING_KNOBS})
-
-
-#: The knobs of :class:`Policy` that are settings of the same name in the polling group.
-_SETTING_KNOBS: Final = tuple(f.name for f in fields(Policy) if hasattr(_DEFAULTS, f.name))
 
 
 def next_interval(policy: Policy, current: float, *, changed: bool) -> float:

@@ -96,6 +96,8 @@ class Worker(Generic[StoreT]):
         self.metrics = self._replica.metrics
         self.health = self._replica.health
         self.log = self._replica.log
+        self.rng = self._replica.rng
+        self._stopping = self._replica.stopping
         self.policy = Policy.from_settings(settings)
         self.budget = ShutdownBudget.of(settings.shutdown_grace)
         self._wake = anyio.Event()
@@ -125,14 +127,14 @@ class Worker(Generic[StoreT]):
 
     def stop(self) -> None:
         """Begin a graceful drain (idempotent)."""
-        if not self._replica.stopping.is_set():
+        if not self._stopping.is_set():
             self.log.info("draining", in_flight=len(self.leases))
-        self._replica.stopping.set()
+        self._stopping.set()
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._replica.stopping.is_set()
+        return self._stopping.is_set()
 
     def _nudge(self) -> None:
         self._wake.set()
@@ -160,8 +162,8 @@ class Worker(Generic[StoreT]):
 
     async def _claim_loop(self) -> None:
         async with anyio.create_task_group() as polls:
-            backoff = Backoff(initial=0.1, cap=5.0, rng=self._replica.rng)
-            while not self._replica.stopping.is_set():
+            backoff = Backoff(initial=0.1, cap=5.0, rng=self.rng)
+            while not self._stopping.is_set():
                 self.health.tick()
                 self._wake = anyio.Event()
                 wait = await self._claim_and_start(polls, backoff)
@@ -228,7 +230,7 @@ class Worker(Generic[StoreT]):
                         state.project_id, state.job_id, state.instance_id
                     )
                     plan = plan_after_poll(
-                        state, outcome, now=self.clock(), policy=self.policy, rng=self._replica.rng
+                        state, outcome, now=self.clock(), policy=self.policy, rng=self.rng
                     )
                 await self._commit(lease, plan)
         except RedisUnavailable as exc:
@@ -252,7 +254,7 @@ class Worker(Generic[StoreT]):
         a deterministic Redis error raises at once."""
         state = lease.state
         commit_id = f"{self.replica_id}:{next(self._commit_ids)}"  # unique, and cheap
-        backoff = Backoff(initial=0.05, cap=2.0, rng=self._replica.rng)
+        backoff = Backoff(initial=0.05, cap=2.0, rng=self.rng)
         give_up = self._clock.monotonic() + self.settings.lease_seconds
         while True:
             try:

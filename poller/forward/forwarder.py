@@ -94,7 +94,7 @@ class Forwarder:
         )
         self._reader = GroupReader(redis, self.streams, options, self._queues, self._log)
         self._takeover = Takeover(
-            redis, self.streams, options, self._queues, self.metrics, self._log
+            redis, self.streams, options, self._queues, self._log, metrics=self.metrics
         )
 
     @property

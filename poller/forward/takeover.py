@@ -10,17 +10,15 @@ with long retries is never taken over behind its back.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 import anyio
 from redis.exceptions import RedisError
 
 from poller.forward.entries import PAGE, text
 from poller.forward.metrics import ForwardMetrics
-from poller.forward.options import ForwardOptions
-from poller.forward.queues import JobQueues
 from poller.forward.reading import GroupPart
-from poller.store.connection import RedisClient
 from poller.store.store import is_transient
 
 # Re-claim this consumer's own entries (resetting their idle time) only while it still owns
@@ -40,22 +38,15 @@ return lost
 """
 
 
+@dataclass(eq=False, repr=False)
 class Takeover(GroupPart):
     """Both sides of ``XAUTOCLAIM`` for one consumer of ``options.group`` on ``streams``:
     what it takes over goes to ``queues``, and what ``queues`` holds it keeps touched."""
 
-    def __init__(
-        self,
-        redis: RedisClient,
-        streams: tuple[str, ...],
-        options: ForwardOptions,
-        queues: JobQueues,
-        metrics: ForwardMetrics,
-        log: Any,
-    ) -> None:
-        super().__init__(redis, streams, options, queues, log)
-        self.metrics = metrics
-        self._touch = redis.register_script(_TOUCH)
+    metrics: ForwardMetrics
+
+    def __post_init__(self) -> None:
+        self._touch = self.redis.register_script(_TOUCH)
 
     async def claim_once(self) -> int:
         """Take over every entry other consumers left idle ``claim_idle``; how many."""

@@ -18,7 +18,8 @@ class Fetched:
 @dataclass(frozen=True, slots=True)
 class _Failure:
     """A poll that did not bring a snapshot.  ``request_id`` is the one the API gave its answer
-    (``""`` when none came), keyword-only and last in every failure."""
+    (``""`` when none came): keyword-only in every failure's constructor, so it comes after
+    the failure's own fields there (it is the first field in ``repr`` and ``fields()``)."""
 
     request_id: str = field(default="", kw_only=True)
 

@@ -59,7 +59,8 @@ class IamUser:
 
 @dataclass(frozen=True, slots=True)
 class AuthSpec:
-    """A scenario's ``auth`` object (``None``: not set)."""
+    """A scenario's ``auth`` object; a field that is ``None`` is not set (an empty one: none
+    is)."""
 
     access_keys: Mapping[str, str] | None = field(default=None, repr=False, hash=False)
     iam_users: tuple[IamUser, ...] | None = None

@@ -49,7 +49,10 @@ class FaultConfig:
     admin API) each kind's rate is a field named after the kind.
     """
 
-    rates: Mapping[FaultKind, float] = field(default_factory=lambda: MappingProxyType({}))
+    # not in the hash (a mapping has none); equal configs still hash alike
+    rates: Mapping[FaultKind, float] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
     error_rate: float = 0.0
     latency: float = 0.0
     latency_jitter: float = 0.0
@@ -57,6 +60,9 @@ class FaultConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        unknown = set(self.rates) - set(FAULT_KINDS)
+        if unknown:
+            raise TypeError(f"FaultConfig: not fault kinds: {sorted(map(repr, unknown))}")
         # read-only, in FaultKind's order, zero rates left out: equal configs compare equal
         kept = {kind: self.rates[kind] for kind in FAULT_KINDS if self.rates.get(kind)}
         object.__setattr__(self, "rates", MappingProxyType(kept))
@@ -76,7 +82,7 @@ class FaultConfig:
 
 FaultTable = tuple[tuple[float, FaultKind], ...]
 
-_FIELDS: Final = frozenset(FAULT_KINDS) | {f.name for f in fields(FaultConfig)} - {"rates"}
+_FIELDS: Final = frozenset(FAULT_KINDS) | ({f.name for f in fields(FaultConfig)} - {"rates"})
 
 
 def fault_table(config: FaultConfig) -> FaultTable:

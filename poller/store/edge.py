@@ -169,7 +169,6 @@ class RedisEdge:
     on_wait_short: Callable[[int, int], None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.wait_timeout_ms = max(1, int(self.wait_timeout * 1000))
         # With several shards the intake side and a job's shard are different slots: a step
         # that spans both is two scripts (see ``admit_batch``).
         self.split = self.keys.shards > 1
@@ -177,6 +176,11 @@ class RedisEdge:
         self._pending_commits: list[PendingCommit] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._scripts: dict[str, AsyncScript] = {}
+
+    @property
+    def wait_timeout_ms(self) -> int:
+        """``wait_timeout`` as ``WAIT`` takes it: whole milliseconds, at least one."""
+        return max(1, int(self.wait_timeout * 1000))
 
     def script(self, source: str) -> AsyncScript:
         """The registered script for ``source``, one of :mod:`poller.store.schema`'s (each is

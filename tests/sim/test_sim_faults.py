@@ -76,3 +76,16 @@ def test_parse_faults_reads_every_field_and_round_trips() -> None:
 def test_parse_faults_refuses_rates_adding_up_to_more_than_one() -> None:
     with pytest.raises(ScenarioError, match=r"faults: the fault rates add up to 1\.2"):
         parse_faults({"error_rate": 0.6, "reset": 0.6})
+
+
+def test_a_rate_for_something_not_a_fault_kind_is_refused() -> None:
+    with pytest.raises(TypeError, match="not fault kinds"):
+        FaultConfig({"bogus": 1.0})  # type: ignore[dict-item]
+
+
+def test_equal_configs_are_equal_and_hash_alike_whatever_zero_rates_say() -> None:
+    a = FaultConfig({FaultKind.RESET: 0.1, FaultKind.TRUNCATED: 0.0})
+    b = FaultConfig({FaultKind.RESET: 0.1})
+    assert a == b
+    assert hash(a) == hash(b)
+    assert a != FaultConfig({FaultKind.RESET: 0.2})
