@@ -261,7 +261,7 @@ def _meta_option(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def _json_option(p: argparse._ActionsContainer, help: str) -> None:
-    """``--json``, which every command has: JSON instead of text, ``help`` says what."""
+    """``--json``: JSON instead of text, in the form ``help`` says."""
     p.add_argument("--json", action="store_true", help=help)
 
 
